@@ -1,0 +1,154 @@
+"""Turn an AgentSession's events into captured turns, one row per user turn and per reply.
+
+Event facts this relies on (livekit-agents 1.8.9, see docs/livekit-events.md):
+- ``user_input_transcribed`` fires for interim and final STT results; a turn can have several
+  finals, and there is no item id linking them to the committed message.
+- ``speech_created`` fires when a reply is scheduled, before any text exists; the reply's
+  text (cut to what was heard when interrupted) is in ``speech_handle.chat_items`` once done.
+- ``conversation_item_added`` carries the committed user message at end of turn; the first
+  item of a session is an AgentHandoff, which is not a message.
+Every handler swallows its own errors: history work must never break the voice session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from services.chat_history_service import ChatHistoryService
+from services.models import ChatType, Turn
+from services.text import clean_transcript, join_segments
+
+log = structlog.get_logger("voicelog.capture")
+
+
+@dataclass
+class _UserTurn:
+    """A user turn whose finals are being stored as they arrive."""
+
+    turn: Turn
+    segments: list[str] = field(default_factory=list)
+    answered: bool = False  # a reply was scheduled: later finals start a new turn
+
+    @property
+    def text(self) -> str:
+        return join_segments(self.segments)
+
+
+def _guarded(method: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(method)
+    def wrapper(self: ChatCapture, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception:  # noqa: BLE001 - capture must never raise into livekit's emitter
+            self.errors += 1
+            log.exception("capture_handler_failed", handler=method.__name__,
+                          session_id=self.service.session_id)
+
+    return wrapper
+
+
+class ChatCapture:
+    """Attach to an AgentSession and store every user turn and agent reply through the service."""
+
+    def __init__(self, service: ChatHistoryService) -> None:
+        self.service = service
+        self.errors = 0
+        self._open_user_turns: list[_UserTurn] = []
+        self._closing: asyncio.Future[None] | None = None
+        self._replies_in_flight: set[Any] = set()
+
+    def attach(self, session: Any) -> ChatCapture:
+        """Register the handlers on a (not yet started) AgentSession."""
+        session.on("user_input_transcribed", self.on_user_input_transcribed)
+        session.on("speech_created", self.on_speech_created)
+        session.on("conversation_item_added", self.on_conversation_item_added)
+        session.on("close", self.on_close)
+        return self
+
+    @_guarded
+    def on_user_input_transcribed(self, event: Any) -> None:
+        """Store each final segment at once, growing the open user turn's row."""
+        if not event.is_final:
+            return
+        segment = clean_transcript(event.transcript)
+        if not segment:
+            return
+        current = self._open_user_turns[-1] if self._open_user_turns else None
+        if current is None or current.answered:
+            current = _UserTurn(self.service.open_turn(ChatType.USER, segment), [segment])
+            self._open_user_turns.append(current)
+            return
+        current.segments.append(segment)
+        self.service.update_turn(current.turn, current.text)
+
+    @_guarded
+    def on_speech_created(self, event: Any) -> None:
+        """Reserve the reply's place in the conversation now; fill in its text when it is done."""
+        if event.source == "generate_reply" and self._open_user_turns:
+            self._open_user_turns[-1].answered = True
+        reply = self.service.open_turn(ChatType.AGENT)
+        self._replies_in_flight.add(event.speech_handle)
+        event.speech_handle.add_done_callback(functools.partial(self._on_speech_done, reply))
+
+    @_guarded
+    def _on_speech_done(self, reply: Turn, handle: Any) -> None:
+        self._replies_in_flight.discard(handle)
+        messages = [item for item in handle.chat_items
+                    if getattr(item, "type", None) == "message" and item.role == "assistant"]
+        text = "\n".join(t for t in (clean_transcript(m.text_content) for m in messages) if t)
+        interrupted = any(m.interrupted for m in messages) or bool(handle.interrupted)
+        self.service.update_turn(reply, text, interrupted=interrupted, seal=True)
+
+    @_guarded
+    def on_conversation_item_added(self, event: Any) -> None:
+        """Seal the user turn with the committed text; capture text input that had no STT."""
+        item = event.item
+        if getattr(item, "type", None) != "message" or item.role != "user":
+            return  # handoffs, and assistant text arrives through its speech handle
+        text = clean_transcript(item.text_content)
+        pending = self._take_matching_user_turn(text)
+        if pending is None:
+            self.service.add_message(ChatType.USER, text)
+            return
+        self.service.update_turn(pending.turn, text or pending.text, seal=True)
+
+    def _take_matching_user_turn(self, text: str) -> _UserTurn | None:
+        # The committed text is the turn's finals joined; prefer an exact match, else the oldest.
+        for index, candidate in enumerate(self._open_user_turns):
+            if candidate.text == text:
+                return self._open_user_turns.pop(index)
+        return self._open_user_turns.pop(0) if self._open_user_turns else None
+
+    @_guarded
+    def on_close(self, event: Any) -> None:
+        """Finish the session in the spool when the AgentSession closes."""
+        reason = getattr(getattr(event, "reason", None), "value", None) or "closed"
+        asyncio.ensure_future(self.close(reason))
+
+    async def close(self, reason: str = "session_end", reply_timeout: float = 2.0) -> None:
+        """Wait briefly for replies still playing, seal every open turn, end the session (once)."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(reason, reply_timeout))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str, reply_timeout: float) -> None:
+        if self._replies_in_flight:
+            waits = [asyncio.ensure_future(_playout_done(h)) for h in self._replies_in_flight]
+            await asyncio.wait(waits, timeout=reply_timeout)
+        for pending in self._open_user_turns:
+            self.service.update_turn(pending.turn, pending.text, seal=True)
+        self._open_user_turns.clear()
+        await self.service.cleanup(reason)
+
+
+async def _playout_done(handle: Any) -> None:
+    try:
+        await handle.wait_for_playout()
+    except Exception:  # noqa: BLE001 - an aborted reply is still "done" for our purpose
+        pass

@@ -1,0 +1,106 @@
+"""Fault injection for the reference Manager: armed counts and the broken answers they produce."""
+
+import json
+import math
+import socket
+import struct
+
+from aiohttp import web
+
+GARBAGE_KINDS = ("non_json", "huge_json", "wrong_envelope")
+HUGE_JSON_BYTES = 16 * 1024 * 1024
+_HTTP_REASONS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Time-out"}
+
+
+class FaultPlan:
+    """Counts of faults still to inject, each with the parameters of its answer.
+
+    Faults fire in a fixed order (http, rate_limit, code500, garbage before the handler;
+    reset_after_commit after it), each on the next `count` device-server requests.
+    """
+
+    def __init__(self) -> None:
+        self._armed: dict[str, tuple[int, dict]] = {}
+
+    def arm(self, name: str, count: int, **params) -> None:
+        """Make fault `name` fire on the next `count` requests (0 disarms it)."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        self._armed[name] = (count, params)
+
+    def clear(self) -> None:
+        """Disarm every fault."""
+        self._armed.clear()
+
+    def take(self, name: str) -> dict | None:
+        """Use one shot of fault `name`: its parameters, or None when it is not armed."""
+        remaining, params = self._armed.get(name, (0, {}))
+        if remaining <= 0:
+            return None
+        self._armed[name] = (remaining - 1, params)
+        return params
+
+    def remaining(self, name: str) -> int:
+        """How many more requests fault `name` will hit."""
+        return self._armed.get(name, (0, {}))[0]
+
+    def answer_before_handler(self) -> tuple[str, web.Response] | None:
+        """Return (outcome name, broken answer) if a pre-handler fault fires, else None."""
+        if (params := self.take("http")) is not None:
+            return "fault_http", http_error(params["status"])
+        if (params := self.take("rate_limit")) is not None:
+            return "rate_limited", too_many_requests(params["retry_after_seconds"])
+        if self.take("code500") is not None:
+            return "fault_code500", code500_envelope()
+        if (params := self.take("garbage")) is not None:
+            return "garbage", garbage(params["kind"])
+        return None
+
+
+def http_error(status: int) -> web.Response:
+    """A proxy-style HTML error page with a real HTTP error status."""
+    reason = _HTTP_REASONS.get(status, "Error")
+    body = f"<html><head><title>{status} {reason}</title></head><body><h1>{status} {reason}</h1></body></html>"
+    return web.Response(status=status, text=body, content_type="text/html")
+
+
+def too_many_requests(retry_after_seconds: float) -> web.Response:
+    """HTTP 429 with a Retry-After header in whole seconds (rounded up, as HTTP requires)."""
+    return web.Response(
+        status=429, text="Too Many Requests", content_type="text/plain",
+        headers={"Retry-After": str(math.ceil(retry_after_seconds))},
+    )
+
+
+def code500_envelope() -> web.Response:
+    """HTTP 200 carrying the Manager's unhandled-exception envelope."""
+    return _json({"code": 500, "msg": "服务器内部异常 (injected fault)", "data": None})
+
+
+def garbage(kind: str) -> web.Response:
+    """HTTP 200 whose body is not a usable Manager envelope."""
+    if kind == "non_json":
+        return web.Response(text="<html><body>OK</body></html>", content_type="text/html")
+    if kind == "huge_json":
+        # Valid JSON but no envelope and far larger than any real answer: a client must cap reads.
+        item_count = HUGE_JSON_BYTES // len('"xxxxxxxxxxxxxxxxxxxxxxxxxxxxx",')
+        return web.Response(body=json.dumps(["x" * 30] * item_count).encode(), content_type="application/json")
+    if kind == "wrong_envelope":
+        return _json({"status": "ok", "result": True})
+    raise ValueError(f"garbage kind must be one of {GARBAGE_KINDS}, not {kind!r}")
+
+
+def reset_connection(request: web.Request) -> None:
+    """Abort the request's TCP connection with an RST, so the client gets no answer at all."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # Linger 0 makes close() send RST instead of FIN: a hard reset, not a clean end.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _json(payload: dict) -> web.Response:
+    return web.json_response(payload, dumps=lambda value: json.dumps(value, ensure_ascii=False))
