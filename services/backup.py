@@ -2,7 +2,7 @@
 
 Layout: ``<backup_dir>/<YYYY-MM-DD of session start, UTC>/<session file name>.json``.
 The file is derived from the spool, so whoever writes it last writes the newest truth; an
-advisory lock per file keeps two writers (job process, shipper) from interleaving.
+advisory lock on the backup directory keeps two writers (job process, shipper) from interleaving.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class BackupWriter:
             return None
         target = self.path_for(session)
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with _locked(target):
+        with _locked(self.backup_dir / ".write.lock"):
             # Read inside the lock so a slower writer can never replace newer state.
             session = spool.session(session_id) or session
             document = session_document(session, spool.turns(session_id), now_ms)
@@ -124,10 +124,10 @@ class BackupWriter:
 
 
 class _locked:
-    """An exclusive advisory lock on ``<file>.lock`` for the duration of a with-block."""
+    """An exclusive advisory lock on one file for the duration of a with-block."""
 
-    def __init__(self, target: Path) -> None:
-        self._lock_path = target.with_name(f".{target.name}.lock")
+    def __init__(self, lock_path: Path) -> None:
+        self._lock_path = lock_path
         self._fd = -1
 
     def __enter__(self) -> None:

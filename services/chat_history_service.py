@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from services.clock import ReportClock, wall_ms
 from services.config import ChatHistorySettings
 from services.identity import DeviceIdentity
 from services.models import ChatType, Turn, TurnStatus
+from services.ownership import process_owner
 from services.spool import Spool, SpoolError
 from services.text import clean_transcript
 
@@ -37,17 +37,6 @@ class CaptureStats:
     skipped_empty: int = 0
     held_in_memory: int = 0
     lost: int = 0
-
-
-def process_owner(pid: int | None = None) -> str:
-    """``pid:starttime`` of a process, so a reused pid is not mistaken for the owner."""
-    pid = os.getpid() if pid is None else pid
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            start = handle.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        start = "0"
-    return f"{pid}:{start}"
 
 
 class ChatHistoryService:

@@ -102,7 +102,7 @@ class ShipperSettings:
     parked_retry_interval: float = 300.0
     auth_retry_interval: float = 30.0
     drain_timeout: float = 20.0
-    abandoned_after: float = 120.0
+    reap_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ _CHECKS: dict[str, dict[str, Check]] = {
         "max_concurrent_sessions": _positive(int), "poll_interval": _positive(float),
         "retry_initial": _positive(float), "retry_max": _positive(float),
         "parked_retry_interval": _positive(float), "auth_retry_interval": _positive(float),
-        "drain_timeout": _non_negative(float), "abandoned_after": _positive(float),
+        "drain_timeout": _non_negative(float), "reap_interval": _positive(float),
     },
     "agent": {k: _text for k in ("agent_name", "instructions", "stt", "llm", "tts", "language")},
     "logging": {

@@ -31,6 +31,7 @@ SCHEMA = (
         last_error TEXT,
         next_attempt_ms INTEGER NOT NULL DEFAULT 0,
         wire_time INTEGER,
+        parts_sent INTEGER NOT NULL DEFAULT 0,
         delivered_ms INTEGER,
         updated_ms INTEGER NOT NULL,
         UNIQUE (session_id, seq))""",

@@ -45,9 +45,14 @@ CREATE TABLE IF NOT EXISTS ref_idempotency_key (
 """
 
 
-def table_statements(content_type: str = "varchar") -> list[str]:
-    """Return the CREATE TABLE statements, with `content` typed per `content_type`."""
+def table_statements(content_type: str = "varchar") -> dict[str, str]:
+    """Return each table's CREATE TABLE statement by name, `content` typed per `content_type`."""
     if content_type not in CONTENT_TYPES:
         raise ValueError(f"content_type must be one of {sorted(CONTENT_TYPES)}, not {content_type!r}")
-    chat_history = _CHAT_HISTORY.format(content_type=CONTENT_TYPES[content_type])
-    return [chat_history, _CHAT_AUDIO, _AGENT, _DEVICE, _IDEMPOTENCY_KEY]
+    return {
+        "ai_agent_chat_history": _CHAT_HISTORY.format(content_type=CONTENT_TYPES[content_type]),
+        "ai_agent_chat_audio": _CHAT_AUDIO,
+        "ref_agent": _AGENT,
+        "ref_device": _DEVICE,
+        "ref_idempotency_key": _IDEMPOTENCY_KEY,
+    }

@@ -1,5 +1,6 @@
 """The reference Manager's database access: bindings, chat rows, audio, idempotency keys."""
 
+import base64
 import json
 import uuid
 from dataclasses import dataclass
@@ -62,7 +63,9 @@ class ChatStore:
 
     async def create_tables(self, content_type: str) -> None:
         """Create any missing table (existing ones are left as they are)."""
-        await self._execute(*((statement, ()) for statement in table_statements(content_type)))
+        existing = {next(iter(row.values())) for row in await self._select("SHOW TABLES")}
+        missing = [ddl for name, ddl in table_statements(content_type).items() if name not in existing]
+        await self._execute(*((ddl, ()) for ddl in missing))
 
     async def bind(self, mac: str, agent_id: str, chat_history_conf: int) -> None:
         """Bind `mac` to `agent_id` and set that agent's chat history setting."""
@@ -192,8 +195,10 @@ async def _insert_chat(cur: aiomysql.Cursor, chat: Chat) -> None:
     audio_id = None
     if chat.audio is not None:
         audio_id = uuid.uuid4().hex
+        # Sent as base64 text: aiomysql 0.3.2 cannot escape bytes with the PyMySQL installed here.
         await cur.execute(
-            "INSERT INTO ai_agent_chat_audio (id, audio) VALUES (%s, %s)", (audio_id, chat.audio)
+            "INSERT INTO ai_agent_chat_audio (id, audio) VALUES (%s, FROM_BASE64(%s))",
+            (audio_id, base64.b64encode(chat.audio).decode("ascii")),
         )
     await cur.execute(
         "INSERT INTO ai_agent_chat_history "

@@ -1,0 +1,38 @@
+"""Wire capture onto an AgentSession: the one path shared by production jobs and simulate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from handlers.chat_capture import ChatCapture
+from services.backup import BackupWriter
+from services.chat_history_service import ChatHistoryService
+from services.config import Settings
+from services.identity import DeviceIdentity
+from services.spool import Spool
+
+log = structlog.get_logger("voicelog.agent")
+
+
+def attach_capture(session: Any, identity: DeviceIdentity, settings: Settings, spool: Spool, *,
+                   on_flush: Callable[[str], None] | None = None) -> ChatCapture:
+    """Create the session's ChatHistoryService and hook its handlers onto ``session``."""
+    if identity.disagreement:
+        log.warning("device_mac_sources_disagree", session_id=identity.session_id,
+                    chosen=identity.mac_source, others=[s for s, _ in identity.disagreement])
+    if not identity.mac_valid:
+        log.warning("session_without_valid_mac_captured_anyway", session_id=identity.session_id)
+    history = settings.chat_history
+    backups = BackupWriter(history.backup_dir, fsync=history.durability == "power")
+    service = ChatHistoryService(spool, identity, history, backups=backups, on_flush=on_flush)
+    return ChatCapture(service).attach(session)
+
+
+def open_spool(settings: Settings, *, busy_timeout_ms: int = 5000) -> Spool:
+    """Open the host's spool with the configured durability and size cap."""
+    history = settings.chat_history
+    return Spool(history.spool_file, durability=history.durability,
+                 max_bytes=history.spool_max_mb * 1024 * 1024, busy_timeout_ms=busy_timeout_ms)

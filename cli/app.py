@@ -1,0 +1,64 @@
+"""voicelog's command line: ``python main.py <command>`` or the ``voicelog`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from services.config import ConfigError, Settings, load_settings
+from services.logging_setup import configure_logging
+
+EPILOG = """examples:
+  voicelog simulate --sessions 20 --turns 10      # drive simulated toys through the real capture path
+  voicelog ship --once                             # deliver everything deliverable now, then exit
+  voicelog start --config /etc/voicelog/config.yaml
+  voicelog backups list --status pending
+configuration: --config PATH or $VOICELOG_CONFIG; override keys with VOICELOG__SECTION__KEY."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All commands and their options."""
+    from cli import backups_commands, run_commands
+
+    parser = argparse.ArgumentParser(prog="voicelog", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config file (default: $VOICELOG_CONFIG, else built-in defaults)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run_commands.register(commands)
+    backups_commands.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, load config once, run the chosen command; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"voicelog: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logs(settings, args)
+    try:
+        return int(args.handler(settings, args) or 0)
+    except ConfigError as exc:
+        print(f"voicelog: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("voicelog: interrupted; everything captured stays in the spool", file=sys.stderr)
+        return 130
+
+
+def _configure_logs(settings: Settings, args: argparse.Namespace) -> None:
+    logging_settings = settings.logging
+    if getattr(args, "quiet_logs", False) and logging_settings.level in ("DEBUG", "INFO"):
+        from dataclasses import replace
+
+        logging_settings = replace(logging_settings, level="WARNING")
+    configure_logging(logging_settings, secrets=[settings.manager_api.secret.reveal()])
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
