@@ -56,25 +56,15 @@ class HistoryEntry(NamedTuple):
 
 
 def final_segments(text: str) -> list[str]:
-    """Split an utterance into the 2-3 FINAL_TRANSCRIPT segments the scripted STT emits.
+    """Split an utterance into the 1-3 FINAL_TRANSCRIPT segments the scripted STT emits.
 
-    Splits at whitespace. LiveKit joins finals with one space, so text without whitespace
-    (e.g. unspaced CJK) is cut in two at a character and comes back with a space inserted.
+    Splits at whitespace only, so text without any (a single word, unspaced CJK) stays one
+    final. LiveKit joins finals with one space: the committed user message is the words of
+    ``text`` joined by single spaces.
     """
     words = text.split()
-    if len(words) >= 2:
-        size = -(-len(words) // min(3, len(words)))  # ceil: at most 3 segments
-        return [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
-    chars = list(text.strip())
-    cut = _safe_cut(chars, len(chars) // 2)
-    return ["".join(chars[:cut]), "".join(chars[cut:])] if 0 < cut < len(chars) else [text]
-
-
-def _safe_cut(chars: list[str], cut: int) -> int:
-    # never split an emoji sequence (ZWJ, variation selector, skin tone)
-    while 0 < cut < len(chars) and (chars[cut] in "\u200d\ufe0f" or chars[cut - 1] == "\u200d"):
-        cut += 1
-    return cut
+    size = max(1, -(-len(words) // 3))  # ceil(len / 3): at most 3 segments
+    return [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
 
 
 def _interims(segment: str) -> list[str]:
@@ -323,30 +313,37 @@ class SimulatedAudioOutput(io.AudioOutput):
 
 
 class HeardTextOutput(io.TextOutput):
-    """End of the transcript chain: keeps, per reply, the text released as audio played."""
+    """End of the transcript chain: the text the synchronizer released as the audio played."""
 
     def __init__(self) -> None:
         super().__init__(label="HeardTextOutput", next_in_chain=None)
         self.segments: list[str] = []
-        self.current = ""
+        """One entry per reply that released any text, in playout order."""
+        self._open = False
         self._changed = asyncio.Event()
 
     async def capture_text(self, text: str) -> None:
-        self.current += text
+        if not self._open:
+            self.segments.append("")
+            self._open = True
+        self.segments[-1] += text
         self._changed.set()
 
     def flush(self) -> None:
-        self.segments.append(self.current)
-        self.current = ""
+        self._open = False
         self._changed.set()
 
     async def wait_heard(self, segment: int, chars: int) -> None:
-        """Wait until segment ``segment`` has released ``chars`` characters or has ended."""
-        while len(self.segments) <= segment and not (
-            len(self.segments) == segment and len(self.current) >= chars
-        ):
+        """Wait until ``segments[segment]`` holds ``chars`` characters or has ended."""
+        while not self._heard(segment, chars):
             self._changed.clear()
             await self._changed.wait()
+
+    def _heard(self, segment: int, chars: int) -> bool:
+        if segment >= len(self.segments):
+            return False
+        ended = segment < len(self.segments) - 1 or not self._open
+        return ended or len(self.segments[segment]) >= chars
 
 
 # --- running a script --------------------------------------------------------------------------
@@ -399,18 +396,25 @@ def build_session(turns: Sequence[ScriptTurn], *, time_scale: float = 1.0) -> _S
     return _ScriptedSession(session, scripted_stt, heard, synchronizer)
 
 
+class _Reply(NamedTuple):
+    handle: SpeechHandle
+    heard_segment: int  # index its text will take in HeardTextOutput.segments
+
+
 class _ScriptPlayer:
     """Plays the user side of a script into a started session, one turn at a time."""
 
     def __init__(self, parts: _ScriptedSession) -> None:
         self._stt, self._heard = parts.stt, parts.heard
-        self._replies: asyncio.Queue[SpeechHandle] = asyncio.Queue()
+        self._replies: asyncio.Queue[_Reply] = asyncio.Queue()
         self.handles: list[SpeechHandle] = []
         parts.session.on("speech_created", self._on_speech_created)
 
     def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
+        # earlier replies have played or been cut by now, so this reply's text
+        # is the next segment the synchronizer releases
         self.handles.append(ev.speech_handle)
-        self._replies.put_nowait(ev.speech_handle)
+        self._replies.put_nowait(_Reply(ev.speech_handle, len(self._heard.segments)))
 
     async def play(self, turns: Sequence[ScriptTurn]) -> None:
         speaking = self._stt.speak(turns[0]["user"])
@@ -419,18 +423,25 @@ class _ScriptPlayer:
             reply = await self._replies.get()
             if k + 1 == len(turns):
                 break
-            await self._until_next_user_turn(k, turn, reply)
+            barge_in = turn.get("barge_in_after_chars")
+            if barge_in is None:
+                await reply.handle
+            else:
+                # a reply with nothing to play (e.g. emoji only) never releases heard text
+                heard = self._heard.wait_heard(reply.heard_segment, barge_in)
+                await _first_of(heard, reply.handle)
             speaking = self._stt.speak(turns[k + 1]["user"])
         for handle in self.handles:
-            await handle  # done: played out (or interrupted) and its items committed
+            await handle  # done: played out or cut, and its chat items committed
 
-    async def _until_next_user_turn(self, k: int, turn: ScriptTurn, reply: SpeechHandle) -> None:
-        barge_in = turn.get("barge_in_after_chars")
-        if barge_in is None:
-            await reply
-        else:
-            # reply k is the k-th text segment the synchronizer releases
-            await self._heard.wait_heard(k, barge_in)
+
+async def _first_of(*aws: Awaitable[Any]) -> None:
+    """Wait until any of ``aws`` completes, then cancel the others."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await utils.aio.cancel_and_wait(*tasks)
 
 
 async def _unless_closed(session: AgentSession, work: Awaitable[None]) -> None:
@@ -474,6 +485,8 @@ async def run_conversation(
     ``on_session`` is called before ``session.start`` so handlers see every event. Returns
     once the last reply has finished playing and the session is closed.
     """
+    if not turns or any(not turn["user"].strip() for turn in turns):
+        raise ValueError("every turn needs user text: an empty utterance never ends a turn")
     parts = build_session(turns, time_scale=time_scale)
     if on_session is not None:
         result = on_session(parts.session)

@@ -6,6 +6,7 @@ Sources, in order of trust (shared/contracts/device-sessions.md): the participan
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,4 +75,8 @@ def session_id_from_room(room_name: str | None) -> str:
     name = (room_name or "").strip()
     if not name:
         return "unnamed-room"
-    return name[:MAX_SESSION_ID_CHARS]
+    if len(name) <= MAX_SESSION_ID_CHARS:
+        return name
+    # Cut, but keep a digest so two long names sharing a prefix stay two sessions.
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{name[:MAX_SESSION_ID_CHARS - 13]}~{digest}"

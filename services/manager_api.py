@@ -84,7 +84,9 @@ class AiohttpTransport:
                                        allow_redirects=False) as response:
                 body = await _read_capped(response, self._read_limit)
                 return RawResponse(response.status, dict(response.headers.items()), body)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
+        except asyncio.TimeoutError as error:
+            raise TransportError(f"{_describe(error)}: no answer within {self._timeout.total}s") from error
+        except (aiohttp.ClientError, OSError, ValueError) as error:
             raise TransportError(_describe(error)) from error
 
     async def aclose(self) -> None:

@@ -66,7 +66,10 @@ class SessionSender:
     async def _deliver_reports(self, session: SessionRecord, turns: list[Turn]) -> RoundResult:
         result = RoundResult()
         last_wire = session.last_wire_time
-        for turn in turns:
+        for index, turn in enumerate(turns):
+            if self.stopping.is_set():
+                result.held += len(turns) - index  # shutting down: the rest stays spooled
+                return result
             parts = wire_parts(turn.content, self.api.max_content_chars)
             wire, last_wire = self._pin_wire_time(turn, last_wire, len(parts))
             outcome = await self._send_parts(session, turn, parts, wire)

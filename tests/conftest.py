@@ -5,8 +5,16 @@ from typing import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
+from services.config import LoggingSettings
+from services.logging_setup import configure_logging
 from tests.mariadb import create_database, drop_database, ensure_mariadb_running
 from tests.reference_manager import ReferenceManager
+
+
+@pytest.fixture(autouse=True, scope="session")
+def quiet_logs() -> None:
+    """Log at WARNING as JSON during tests, as production would on a pipe."""
+    configure_logging(LoggingSettings(level="WARNING", format="json"))
 
 
 @pytest.fixture

@@ -117,7 +117,11 @@ class Endpoints:
         return envelope(0, "success", listed)
 
     async def _accept(self, request: web.Request, mac: str, build: Callable) -> web.Response:
-        """Apply the MAC, chat_history_conf and idempotency rules, then store what `build` makes."""
+        """Apply the MAC, chat_history_conf and idempotency rules, then store what `build` makes.
+
+        An idempotency key is kept only together with stored rows, so a failed or unknown-MAC
+        attempt leaves the key free for its retry.
+        """
         key = request.headers.get(IDEMPOTENCY_HEADER) if self._settings.honour_idempotency else None
         if key is not None and (earlier := await self._store.replay(key)) is not None:
             return self._replayed(earlier)

@@ -1,5 +1,6 @@
 """Fault injection for the reference Manager: armed counts and the broken answers they produce."""
 
+import functools
 import json
 import math
 import socket
@@ -82,12 +83,17 @@ def garbage(kind: str) -> web.Response:
     if kind == "non_json":
         return web.Response(text="<html><body>OK</body></html>", content_type="text/html")
     if kind == "huge_json":
-        # Valid JSON but no envelope and far larger than any real answer: a client must cap reads.
-        item_count = HUGE_JSON_BYTES // len('"xxxxxxxxxxxxxxxxxxxxxxxxxxxxx",')
-        return web.Response(body=json.dumps(["x" * 30] * item_count).encode(), content_type="application/json")
+        return web.Response(body=_huge_json(), content_type="application/json")
     if kind == "wrong_envelope":
         return _json({"status": "ok", "result": True})
     raise ValueError(f"garbage kind must be one of {GARBAGE_KINDS}, not {kind!r}")
+
+
+@functools.cache
+def _huge_json() -> bytes:
+    """Valid JSON, no envelope, far larger than any real answer: a client must cap what it reads."""
+    item = "x" * 30
+    return json.dumps([item] * (HUGE_JSON_BYTES // (len(item) + 4) + 1)).encode()
 
 
 def reset_connection(request: web.Request) -> None:

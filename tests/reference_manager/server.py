@@ -45,6 +45,11 @@ class ReferenceManager:
     Knobs are plain attributes read on every request (`secret`, `report_time_unit`,
     `honour_idempotency`, `context`, `delay_seconds`) plus the fault methods below.
     `content_type` ("varchar" | "text") only matters when the tables are first created.
+    Faults, the delay and the secret apply to the device-server routes (report, session,
+    agent-id); the console routes are always plain. `requests` counts device requests as
+    "received" and then by outcome: stored, not_stored (conf 0), unknown_mac, replayed,
+    agent_id, unauthorized, invalid (10034), error (500), fault_http, fault_code500,
+    rate_limited, garbage, reset; console reads count as "console".
     """
 
     def __init__(
