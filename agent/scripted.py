@@ -24,8 +24,9 @@ from typing_extensions import NotRequired
 from livekit import rtc
 from livekit.agents import NOT_GIVEN, APIConnectOptions, NotGivenOr, llm, stt, tts, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
+from livekit.agents.utils import AudioBuffer
 from livekit.agents.voice import Agent, AgentSession, SpeechHandle, io
-from livekit.agents.voice.events import AgentStateChangedEvent, CloseEvent, SpeechCreatedEvent
+from livekit.agents.voice.events import CloseEvent, SpeechCreatedEvent
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 
 SECONDS_PER_CHAR = 0.060
@@ -85,7 +86,9 @@ class ScriptedSTT(stt.STT):
     def __init__(self, *, time_scale: float = 1.0, language: str = "en") -> None:
         super().__init__(
             capabilities=stt.STTCapabilities(
-                streaming=True, interim_results=True, offline_recognize=False
+                # manual_flush: closing the session flushes the stream, and answering with a
+                # final spares aclose() its session_close_transcript_timeout wait
+                streaming=True, interim_results=True, offline_recognize=False, manual_flush=True
             )
         )
         self._interval = USER_EVENT_INTERVAL * time_scale
@@ -99,7 +102,11 @@ class ScriptedSTT(stt.STT):
         return spoken
 
     async def _recognize_impl(
-        self, buffer: Any, *, language: NotGivenOr[str] = NOT_GIVEN, conn_options: Any
+        self,
+        buffer: AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
     ) -> stt.SpeechEvent:
         raise NotImplementedError("ScriptedSTT only streams")
 
@@ -133,9 +140,10 @@ class _ScriptedSpeechStream(stt.RecognizeStream):
             await utils.aio.cancel_and_wait(audio_drained)
 
     async def _drain_audio(self) -> None:
-        # the mic is silent; reading it only keeps the input channel from growing
-        async for _ in self._input_ch:
-            pass
+        # the mic is silent: frames are read only to keep the channel from growing
+        async for item in self._input_ch:
+            if isinstance(item, self._FlushSentinel):
+                self._send(stt.SpeechEventType.FINAL_TRANSCRIPT, "")  # heard nothing
 
     async def _play(self, utterance: _Utterance) -> None:
         try:
@@ -150,8 +158,8 @@ class _ScriptedSpeechStream(stt.RecognizeStream):
             self._send(stt.SpeechEventType.END_OF_SPEECH)
             utterance.spoken.set_result(None)
         finally:
-            if not utterance.spoken.done():
-                utterance.spoken.cancel()
+            if not utterance.spoken.done():  # the stream closed mid-utterance
+                utterance.spoken.set_exception(RuntimeError("STT stream closed mid-utterance"))
 
     def _send(self, kind: stt.SpeechEventType, text: str | None = None) -> None:
         alternatives = [] if text is None else [self._speech_data(text)]
@@ -175,9 +183,8 @@ class ScriptedLLM(llm.LLM):
     def reply_for(self, chat_ctx: llm.ChatContext) -> str:
         """The scripted reply to the latest user message of ``chat_ctx``."""
         # counting user messages (not calls) keeps retries or extra calls from desyncing
-        user_turns = sum(
-            1 for item in chat_ctx.items if isinstance(item, llm.ChatMessage) and item.role == "user"
-        )
+        messages = [item for item in chat_ctx.items if isinstance(item, llm.ChatMessage)]
+        user_turns = sum(1 for message in messages if message.role == "user")
         return self._replies[min(max(user_turns - 1, 0), len(self._replies) - 1)]
 
     def chunks(self, text: str) -> list[str]:
@@ -196,7 +203,9 @@ class ScriptedLLM(llm.LLM):
         tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
         extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> llm.LLMStream:
-        return _ScriptedLLMStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
+        return _ScriptedLLMStream(
+            self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
+        )
 
 
 class _ScriptedLLMStream(llm.LLMStream):
@@ -217,7 +226,10 @@ class ScriptedTTS(tts.TTS):
 
     def __init__(self, *, time_scale: float = 1.0, sample_rate: int = SAMPLE_RATE) -> None:
         super().__init__(
-            capabilities=tts.TTSCapabilities(streaming=False), sample_rate=sample_rate, num_channels=1
+            # not streaming: the session wraps it in a sentence-splitting StreamAdapter
+            capabilities=tts.TTSCapabilities(streaming=False),
+            sample_rate=sample_rate,
+            num_channels=1,
         )
         self._seconds_per_char = SECONDS_PER_CHAR * time_scale
 
@@ -254,7 +266,7 @@ class _SilentChunkedStream(tts.ChunkedStream):
 class SilentAudioInput(io.AudioInput):
     """Microphone that hears silence: one silent frame every ``frame_duration * time_scale`` s."""
 
-    def __init__(self, *, time_scale: float = 1.0, frame_duration: float = 2.0) -> None:
+    def __init__(self, *, time_scale: float = 1.0, frame_duration: float = 0.5) -> None:
         super().__init__(label="SilentAudioInput")
         self._interval = frame_duration * time_scale
         samples = max(1, int(self._interval * SAMPLE_RATE))
@@ -359,7 +371,10 @@ def session_kwargs(time_scale: float) -> dict[str, Any]:
             "turn_detection": "stt",  # END_OF_SPEECH ends the turn, no turn-detector model
             "endpointing": {"min_delay": 0.5 * time_scale, "max_delay": 3.0 * time_scale},
             # pause-and-resume would turn the interim that barges in into a pause, not a cut
-            "interruption": {"resume_false_interruption": False, "false_interruption_timeout": None},
+            "interruption": {
+                "resume_false_interruption": False,
+                "false_interruption_timeout": None,
+            },
             # a preemptive reply emits an extra speech_created per turn
             "preemptive_generation": {"enabled": False},
         },
@@ -377,6 +392,8 @@ class _ScriptedSession(NamedTuple):
 
 def build_session(turns: Sequence[ScriptTurn], *, time_scale: float = 1.0) -> _ScriptedSession:
     """Create a session wired to scripted models, a silent mic and a simulated speaker."""
+    if time_scale <= 0:
+        raise ValueError("time_scale must be positive")
     scripted_stt = ScriptedSTT(time_scale=time_scale)
     session: AgentSession = AgentSession(
         stt=scripted_stt,

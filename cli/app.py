@@ -19,7 +19,7 @@ configuration: --config PATH or $VOICELOG_CONFIG; override keys with VOICELOG__S
 
 def build_parser() -> argparse.ArgumentParser:
     """All commands and their options."""
-    from cli import backups_commands, run_commands
+    from cli import backups_commands, ops_commands, run_commands
 
     parser = argparse.ArgumentParser(prog="voicelog", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run_commands.register(commands)
     backups_commands.register(commands)
+    ops_commands.register(commands)
     return parser
 
 

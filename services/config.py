@@ -84,6 +84,7 @@ class ChatHistorySettings:
     retention_days: int = 7
     max_undelivered_days: int = 30
     opt_out_macs: tuple[str, ...] = ()
+    prune_interval: float = 3600.0
 
     @property
     def spool_file(self) -> Path:
@@ -134,6 +135,24 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class MqttSettings:
+    """The optional MQTT fleet channel: retained status and signed commands."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    tls: bool = False
+    ca_file: str = ""
+    node_id: str = ""  # empty: the host name
+    topic_prefix: str = "voicelog"
+    command_key: Secret = field(default_factory=lambda: Secret(""))
+    command_max_age: float = 60.0
+    status_interval: float = 60.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of voicelog's settings, parsed once at start and passed down."""
 
@@ -143,6 +162,7 @@ class Settings:
     agent: AgentSettings = field(default_factory=AgentSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     source: str = "<defaults>"
 
 
@@ -249,6 +269,7 @@ _CHECKS: dict[str, dict[str, Check]] = {
         "spool_path": _text, "durability": _one_of("process", "power"),
         "spool_max_mb": _positive(int), "retention_days": _non_negative(int),
         "max_undelivered_days": _positive(int), "opt_out_macs": _mac_list,
+        "prune_interval": _positive(float),
     },
     "shipper": {
         "max_concurrent_sessions": _positive(int), "poll_interval": _positive(float),
@@ -262,6 +283,12 @@ _CHECKS: dict[str, dict[str, Check]] = {
         "format": _one_of("auto", "json", "console"), "hash_macs": _boolean,
     },
     "http": {"listen": _listen},
+    "mqtt": {
+        "enabled": _boolean, "host": _text, "port": _positive(int), "username": _text,
+        "password": _secret, "tls": _boolean, "ca_file": _text, "node_id": _text,
+        "topic_prefix": _text, "command_key": _secret, "command_max_age": _positive(float),
+        "status_interval": _positive(float),
+    },
 }
 
 
@@ -324,7 +351,7 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
 
 def _env_scalar(key: str, value: str) -> Any:
     # Secrets and URLs stay strings verbatim; everything else reads like a YAML scalar.
-    if key in ("secret", "url"):
+    if key in ("secret", "url", "password", "command_key", "username"):
         return value
     try:
         return yaml.safe_load(value)
@@ -367,5 +394,5 @@ def _suggest(name: str, known: Mapping[str, Any]) -> str:
 _SECTION_CLASSES = {
     "manager_api": ManagerApiSettings, "chat_history": ChatHistorySettings,
     "shipper": ShipperSettings, "agent": AgentSettings, "logging": LoggingSettings,
-    "http": HttpSettings,
+    "http": HttpSettings, "mqtt": MqttSettings,
 }

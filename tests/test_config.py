@@ -24,6 +24,7 @@ def test_shipped_config_file_equals_the_embedded_defaults():
     assert from_file.chat_history == defaults.chat_history
     assert from_file.shipper == defaults.shipper
     assert from_file.agent == defaults.agent
+    assert from_file.mqtt == defaults.mqtt
 
 
 def test_every_key_of_the_settings_is_documented_in_config_yaml():
@@ -32,7 +33,7 @@ def test_every_key_of_the_settings_is_documented_in_config_yaml():
 
     text = (REPO / "config.yaml").read_text()
     settings = load_settings(None, environ={})
-    for section in ("manager_api", "chat_history", "shipper", "agent", "logging", "http"):
+    for section in ("manager_api", "chat_history", "shipper", "agent", "logging", "http", "mqtt"):
         assert f"\n{section}:" in text
         for field in dataclasses.fields(getattr(settings, section)):
             assert f"  {field.name}:" in text, f"{section}.{field.name} is not documented"
