@@ -23,7 +23,7 @@ from agent.capture_setup import attach_capture, open_spool
 from agent.scripted import ScriptTurn, run_conversation
 from handlers.chat_capture import ChatCapture
 from services.config import Settings
-from services.identity import resolve_identity
+from services.identity import normalise_mac, resolve_identity
 from services.models import ChatType
 from services.spool import Spool
 
@@ -49,7 +49,8 @@ class SimulatedDevice:
 
     def room(self) -> str:
         """The gateway's room name: ``<uuid4>_<mac without colons>``."""
-        return self.room_name or f"{uuid.uuid4()}_{self.mac.replace(':', '')}"
+        mac = normalise_mac(self.mac) or self.mac
+        return self.room_name or f"{uuid.uuid4()}_{mac.replace(':', '')}"
 
 
 @dataclass
