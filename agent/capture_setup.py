@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 
 from handlers.chat_capture import ChatCapture
+from handlers.opt_out import OptedOutCapture, opted_out
 from services.backup import BackupWriter
 from services.chat_history_service import ChatHistoryService
 from services.config import Settings
@@ -18,8 +19,12 @@ log = structlog.get_logger("voicelog.agent")
 
 
 def attach_capture(session: Any, identity: DeviceIdentity, settings: Settings, spool: Spool, *,
-                   on_flush: Callable[[str], None] | None = None) -> ChatCapture:
+                   attributes: dict[str, str] | None = None,
+                   on_flush: Callable[[str], None] | None = None) -> ChatCapture | OptedOutCapture:
     """Create the session's ChatHistoryService and hook its handlers onto ``session``."""
+    if opted_out(identity.mac, attributes, settings.chat_history.opt_out_macs):
+        # Nothing of an opted-out device is written anywhere: no spool row, no backup file.
+        return OptedOutCapture(identity.session_id).attach(session)
     if identity.disagreement:
         log.warning("device_mac_sources_disagree", session_id=identity.session_id,
                     chosen=identity.mac_source, others=[s for s, _ in identity.disagreement])

@@ -135,11 +135,13 @@ async def simulate(settings: Settings, devices: Sequence[SimulatedDevice], *,
 
 async def _one_session(settings: Settings, spool: Spool, device: SimulatedDevice, time_scale: float,
                        wake: Any, summary: SimulationSummary) -> ChatCapture | None:
-    identity = resolve_identity(device.room(), {"device_mac": device.mac} if device.mac else {}, device.mac)
-    captures: list[ChatCapture] = []
+    attributes = {"device_mac": device.mac} if device.mac else {}
+    identity = resolve_identity(device.room(), attributes, device.mac)
+    captures: list[Any] = []
 
     def attach(session: Any) -> None:
-        captures.append(attach_capture(session, identity, settings, spool, on_flush=wake))
+        captures.append(attach_capture(session, identity, settings, spool, attributes=attributes,
+                                       on_flush=wake))
 
     summary.sessions += 1
     summary.session_ids.append(identity.session_id)
@@ -150,7 +152,7 @@ async def _one_session(settings: Settings, spool: Spool, device: SimulatedDevice
         log.error("simulated_session_failed", session_id=identity.session_id, error=repr(exc))
     if captures:
         await captures[0].close("simulation_end")
-        return captures[0]
+        return captures[0] if isinstance(captures[0], ChatCapture) else None
     return None
 
 

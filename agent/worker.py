@@ -43,7 +43,8 @@ async def entrypoint(ctx: Any) -> None:
     identity = resolve_identity(ctx.job.room.name, participant.attributes, participant.identity)
     structlog.contextvars.bind_contextvars(session_id=identity.session_id)
     session = AgentSession(stt=settings.agent.stt, llm=settings.agent.llm, tts=settings.agent.tts)
-    capture = attach_capture(session, identity, settings, ctx.proc.userdata["spool"])
+    capture = attach_capture(session, identity, settings, ctx.proc.userdata["spool"],
+                             attributes=dict(participant.attributes))
     ctx.add_shutdown_callback(capture.close)
     await session.start(agent=Agent(instructions=settings.agent.instructions), room=ctx.room)
 
