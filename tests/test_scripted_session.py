@@ -14,7 +14,7 @@ from livekit.agents.voice.events import (
 
 from agent.scripted import ScriptTurn, final_segments, run_conversation
 
-TIME_SCALE = 0.05
+TIME_SCALE = 0.1  # the barge-in needs slack: the cut reply plays ~0.3 s at this scale
 BARGED = 1  # the reply the next user turn talks over
 SCRIPT: list[ScriptTurn] = [
     {
@@ -23,7 +23,8 @@ SCRIPT: list[ScriptTurn] = [
     },
     {
         "user": "你好 小熊 给我 讲个 故事吧",
-        "agent": "好的！从前有一只小熊，它住在森林里，每天都去河边钓鱼。",
+        "agent": "好的！从前有一只小熊，它住在森林里，每天都去河边钓鱼。"
+                 "有一天，它遇到了一只会唱歌的小鸟，它们成了最好的朋友。",
         "barge_in_after_chars": 8,
     },
     {"user": "مرحبا كيف حالك اليوم يا صديقي", "agent": "أنا بخير، شكرا لك! وأنت؟"},
