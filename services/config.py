@@ -85,6 +85,9 @@ class ChatHistorySettings:
     max_undelivered_days: int = 30
     opt_out_macs: tuple[str, ...] = ()
     prune_interval: float = 3600.0
+    encrypt_content: bool = False
+    encryption_keys_env: str = "VOICELOG_CONTENT_KEYS"
+    encryption_keys_file: str = ""
 
     @property
     def spool_file(self) -> Path:
@@ -269,7 +272,8 @@ _CHECKS: dict[str, dict[str, Check]] = {
         "spool_path": _text, "durability": _one_of("process", "power"),
         "spool_max_mb": _positive(int), "retention_days": _non_negative(int),
         "max_undelivered_days": _positive(int), "opt_out_macs": _mac_list,
-        "prune_interval": _positive(float),
+        "prune_interval": _positive(float), "encrypt_content": _boolean,
+        "encryption_keys_env": _text, "encryption_keys_file": _text,
     },
     "shipper": {
         "max_concurrent_sessions": _positive(int), "poll_interval": _positive(float),
