@@ -3,27 +3,42 @@
 First SIGTERM/SIGINT: stop taking sessions, let running ones end, flush to the Manager
 within the drain timeout, exit 0; whatever was not delivered stays in the spool for the
 next start. A second signal ends the wait at once (still exit 0, still nothing lost).
+Beside the work itself runs the operations side (``Operations``): health/metrics HTTP,
+systemd notifications, the MQTT fleet channel and the periodic prune.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import signal
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
 
 from agent.capture_setup import open_spool
 from services.backup import BackupWriter
+from services.clock import wall_ms
 from services.config import Settings
+from services.http_api import MANAGER_PROBE_TTL, ManagerHealth, OpsHttpServer
 from services.manager_api import ManagerApiClient
-from services.metrics import Metrics
+from services.metrics import BACKLOG_STATUSES, Metrics, SpoolStats
 from services.ownership import ShipperLock
+from services.sd_notify import Notifier
 from services.shipper import Shipper, ShipSummary
 
 log = structlog.get_logger("voicelog.daemon")
+# The shipper passes its loop every poll_interval; this many missed passes means it is stuck
+# (a busy spool can hold it for the 5 s SQLite busy timeout, so never less than 15 s).
+STUCK_AFTER_POLLS = 10
+STUCK_AFTER_MIN = 15.0
+# The first prune comes soon after start, so a box that restarts often still prunes.
+FIRST_PRUNE_DELAY = 60.0
+# How long closing may wait for the MQTT goodbye and other side tasks.
+CLOSE_GRACE = 5.0
 
 
 class StopSignals:
@@ -47,15 +62,176 @@ class StopSignals:
             self.stop.set()
 
 
+class Heartbeat:
+    """The shipper's clock, which also remembers when the shipper last looked at it.
+
+    The shipper reads its clock on every pass of its loop, so a stale heartbeat means the
+    loop is stuck: that is what /healthz and the systemd watchdog report.
+    """
+
+    def __init__(self, clock: Callable[[], int] = wall_ms) -> None:
+        self._clock = clock
+        self.last = time.monotonic()
+
+    def __call__(self) -> int:
+        self.last = time.monotonic()
+        return self._clock()
+
+    def age(self) -> float:
+        """Seconds since the shipper last ran."""
+        return time.monotonic() - self.last
+
+
+class Operations:
+    """The daemon's operational side: health/metrics HTTP, systemd, MQTT fleet channel, prune."""
+
+    def __init__(self, settings: Settings, shipper: Shipper, metrics: Metrics,
+                 heartbeat: Heartbeat) -> None:
+        self.settings, self.shipper, self.metrics, self.heartbeat = settings, shipper, metrics, heartbeat
+        history = settings.chat_history
+        self.notifier = Notifier()
+        self.stats = SpoolStats(history.spool_file, max_bytes=history.spool_max_mb * 1024 * 1024)
+        self.manager = ManagerHealth(
+            shipper.client.check_secret if settings.manager_api.url else None, shipper.gate,
+            ttl=min(MANAGER_PROBE_TTL, settings.shipper.auth_retry_interval), metrics=metrics,
+            last_delivery_ms=lambda: shipper.last_delivery_ms)
+        self.http: OpsHttpServer | None = None
+        self._watched: dict[str, asyncio.Task[Any]] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stop = asyncio.Event()
+
+    async def start(self, stop: asyncio.Event) -> None:
+        """Start the HTTP endpoint (when configured) and the side tasks."""
+        self._stop = stop
+        if self.settings.http.listen:
+            await self._serve_http()
+        self._spawn(self.notifier.keep_alive(self.healthy, stop), "voicelog-watchdog")
+        self._spawn(self._announce_stop(stop), "voicelog-stop-notice")
+        self._spawn(self._prune_periodically(stop), "voicelog-prune")
+        if self.settings.mqtt.enabled:
+            self._spawn(self._fleet_channel().run(stop), "voicelog-mqtt")
+
+    async def _serve_http(self) -> None:
+        http = OpsHttpServer(self.settings.http.listen, metrics=self.metrics, stats=self.stats,
+                             manager=self.manager, liveness=self.liveness,
+                             last_delivery_ms=lambda: self.shipper.last_delivery_ms)
+        try:
+            await http.start()
+        except OSError as error:
+            # Delivery matters more than observability: carry on without the endpoint.
+            log.error("http_listen_failed_running_without_health_endpoint",
+                      listen=self.settings.http.listen, error=error.strerror or str(error))
+            return
+        self.http = http
+
+    def watch(self, name: str, task: asyncio.Task[Any]) -> None:
+        """Report ``task`` as dead in /healthz (and withhold the watchdog) if it ends early."""
+        self._watched[name] = task
+
+    def liveness(self) -> dict[str, str | None]:
+        """Each loop of the daemon and what is wrong with it (None: alive)."""
+        checks: dict[str, str | None] = {}
+        for name, task in self._watched.items():
+            checks[name] = "ended" if task.done() and not self._stop.is_set() else None
+        limit = max(STUCK_AFTER_MIN, STUCK_AFTER_POLLS * self.settings.shipper.poll_interval)
+        if checks.get("shipper") is None and self.heartbeat.age() > limit:
+            checks["shipper"] = f"loop has not run for {self.heartbeat.age():.0f} s"
+        return checks
+
+    def healthy(self) -> bool:
+        """Alive and well (while draining, always: the drain has its own time limit)."""
+        return self._stop.is_set() or not any(self.liveness().values())
+
+    def ready(self, doing: str) -> None:
+        """Tell systemd we are serving."""
+        where = f"; health on http://{self.http.host}:{self.http.port}" if self.http else ""
+        self.notifier.ready(f"{doing}{where}")
+        log.info("daemon_ready", doing=doing)
+
+    async def aclose(self) -> None:
+        """Stop the side tasks (the MQTT goodbye gets a short grace) and the HTTP server."""
+        self._stop.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=CLOSE_GRACE)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.http is not None:
+            await self.http.stop()
+        await self.manager.aclose()
+        self.stats.close()
+        self.notifier.close()
+        summary = self.shipper.summary
+        log.info("daemon_stopped", delivered=summary.delivered, parked=summary.parked,
+                 dead_lettered=summary.dead_lettered)
+
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
+
+    async def _announce_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.notifier.stopping(f"draining, up to {self.settings.shipper.drain_timeout:g} s")
+
+    async def _prune_periodically(self, stop: asyncio.Event) -> None:
+        try:
+            from services.retention import prune
+        except ImportError:
+            log.info("prune_unavailable_retention_module_missing")
+            return
+        interval = self.settings.chat_history.prune_interval
+        delay = min(FIRST_PRUNE_DELAY, interval)
+        while not await _stopped_within(stop, delay):
+            delay = interval
+            self.metrics.apply(await self.stats.snapshot())  # count growth before rows go
+            try:
+                await asyncio.to_thread(self._prune_once, prune)
+            except Exception:  # a failed prune is retried at the next interval
+                log.exception("prune_failed")
+
+    def _prune_once(self, prune: Callable[..., Any]) -> None:
+        # Its own connection: the shipper's is used by the event loop meanwhile.
+        spool = open_spool(self.settings)
+        try:
+            report = prune(spool, self.settings.chat_history.backup_dir, self.settings.chat_history,
+                           now_ms=wall_ms())
+        finally:
+            spool.close()
+        if report.removed or report.errors:
+            log.info("pruned", sessions=len(report.removed), turns=report.turns_removed,
+                     kept_undelivered=len(report.kept_undelivered), errors=report.errors[:5])
+
+    def _fleet_channel(self) -> Any:
+        from services.logging_setup import add_secrets
+        from services.mqtt_fleet import FleetChannel, FleetCommands
+
+        mqtt = self.settings.mqtt
+        add_secrets(mqtt.password.reveal(), mqtt.command_key.reveal())
+        commands = FleetCommands(self.shipper.spool, self.shipper.wake)
+        return FleetChannel(mqtt, status=self._fleet_status, version=_version(), commands=commands)
+
+    async def _fleet_status(self) -> dict[str, Any]:
+        snapshot = await self.stats.snapshot()
+        manager = await self.manager.state(max_age=self.settings.mqtt.status_interval)
+        oldest = snapshot.oldest_waiting_ms
+        return {"backlog": {s.value: snapshot.counts.get(s.value, 0) for s in BACKLOG_STATUSES},
+                "oldest_pending_age_s": round(max(0, snapshot.taken_ms - oldest) / 1000, 1)
+                if oldest else None,
+                "sessions_active": snapshot.sessions_active,
+                "last_delivery_ms": self.shipper.last_delivery_ms,
+                "manager": {"configured": manager.configured, "reachable": manager.reachable,
+                            "secret_accepted": manager.secret_accepted, "reason": manager.reason}}
+
+
 def build_shipper(settings: Settings, *, metrics: Metrics | None = None,
-                  max_attempts: int | None = None) -> tuple[Shipper, Callable[[], Awaitable[None]]]:
+                  max_attempts: int | None = None,
+                  now: Callable[[], int] = wall_ms) -> tuple[Shipper, Callable[[], Awaitable[None]]]:
     """A shipper over the host spool, and the coroutine function that releases its resources."""
     spool = open_spool(settings)
     lock = ShipperLock(spool.path)
     lock.acquire()
     client = ManagerApiClient(settings.manager_api)
     history = settings.chat_history
-    shipper = Shipper(spool, client, settings, metrics=metrics, max_attempts=max_attempts,
+    shipper = Shipper(spool, client, settings, metrics=metrics, max_attempts=max_attempts, now=now,
                       backups=BackupWriter(history.backup_dir, fsync=history.durability == "power"))
 
     async def release() -> None:
@@ -67,15 +243,22 @@ def build_shipper(settings: Settings, *, metrics: Metrics | None = None,
 
 
 async def run_shipper(settings: Settings, signals: StopSignals | None = None) -> ShipSummary:
-    """Run the shipper alone until a stop signal, then drain."""
+    """Run the shipper alone, with the operations side, until a stop signal; then drain."""
     signals = signals or StopSignals()
     signals.install()
-    shipper, release = build_shipper(settings)
+    metrics, heartbeat = Metrics(), Heartbeat()
+    shipper, release = build_shipper(settings, metrics=metrics, now=heartbeat)
+    ops = Operations(settings, shipper, metrics, heartbeat)
     try:
-        task = asyncio.create_task(shipper.run(signals.stop))
+        await ops.start(signals.stop)
+        task = asyncio.create_task(shipper.run(signals.stop), name="voicelog-shipper")
+        ops.watch("shipper", task)
+        ops.ready("delivering")
         await _until_done_or_hurried(task, signals)
         return shipper.summary
     finally:
+        signals.stop.set()
+        await ops.aclose()
         await release()
 
 
@@ -92,15 +275,22 @@ async def run_daemon(settings: Settings, server: Any) -> int:
     """Run the LiveKit worker and the shipper until signalled; drain both; return 0."""
     signals = StopSignals()
     signals.install()
-    shipper, release = build_shipper(settings)
-    worker = asyncio.create_task(server.run(), name="voicelog-livekit-worker")
-    shipping = asyncio.create_task(shipper.run(signals.stop), name="voicelog-shipper")
+    metrics, heartbeat = Metrics(), Heartbeat()
+    shipper, release = build_shipper(settings, metrics=metrics, now=heartbeat)
+    ops = Operations(settings, shipper, metrics, heartbeat)
     try:
+        await ops.start(signals.stop)
+        worker = asyncio.create_task(server.run(), name="voicelog-livekit-worker")
+        shipping = asyncio.create_task(shipper.run(signals.stop), name="voicelog-shipper")
+        ops.watch("livekit_worker", worker)
+        ops.watch("shipper", shipping)
+        ops.ready("capturing and delivering")
         stop_wait = asyncio.ensure_future(signals.stop.wait())
         await asyncio.wait({worker, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if worker.done() and not signals.stop.is_set():
             log.error("livekit_worker_exited", error=repr(worker.exception()))
             signals.stop.set()
+            await _until_done_or_hurried(shipping, signals)  # still flush what was captured
             return 1
         with contextlib.suppress(TimeoutError):
             await _race(server.drain(settings.shipper.drain_timeout or None), signals.hurry)
@@ -109,7 +299,22 @@ async def run_daemon(settings: Settings, server: Any) -> int:
         return 0
     finally:
         signals.stop.set()
+        await ops.aclose()
         await release()
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds``; True if ``stop`` was set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("voicelog")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 async def _race(work: Awaitable[Any], hurry: asyncio.Event) -> None:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from services.config import ConfigError, Settings, load_settings
-from services.logging_setup import configure_logging
+from services.logging_setup import configure_logging, settings_secrets
 
 EPILOG = """examples:
   voicelog simulate --sessions 20 --turns 10      # drive simulated toys through the real capture path
@@ -57,7 +57,7 @@ def _configure_logs(settings: Settings, args: argparse.Namespace) -> None:
         from dataclasses import replace
 
         logging_settings = replace(logging_settings, level="WARNING")
-    configure_logging(logging_settings, secrets=[settings.manager_api.secret.reveal()])
+    configure_logging(logging_settings, secrets=settings_secrets(settings))
 
 
 def run() -> None:

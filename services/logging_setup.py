@@ -1,12 +1,18 @@
 """Configure structlog once: JSON lines in production, readable console on a terminal.
 
-Defence in depth: known secrets are masked wherever they appear in a log line, and MACs
-can be hashed. Chat content is never passed to a log call at INFO or above by our code.
+Defence in depth, on top of our code never passing chat content or secrets to a log call:
+- known secrets are masked in every rendered line, whatever field, traceback or library
+  (livekit, aiohttp, paho) the text came from;
+- fields that by name carry chat text (``content``, ``text``, ``transcript``...) are replaced
+  by their length at INFO and above;
+- MACs can be hashed.
+Context bound with ``structlog.contextvars`` (``session_id``, ``seq``) lands on every line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sys
 from collections.abc import Iterable
@@ -14,25 +20,50 @@ from typing import Any, TextIO
 
 import structlog
 
-from services.config import LoggingSettings
+from services.config import LoggingSettings, Settings
 
 MASK = "***"
+CHAT_FIELDS = frozenset({"content", "text", "transcript", "message_text", "user_text",
+                         "agent_text", "chat_content"})
+_QUIET_LEVELS = frozenset({"debug", "notset"})
+# The secrets the active configuration masks; extended by add_secrets() after start.
+_secrets: set[str] = set()
 
 
-def _masker(secrets: Iterable[str]) -> structlog.types.Processor:
-    values = [s for s in secrets if s]
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret value a configuration holds, for masking."""
+    return [s.reveal() for s in (settings.manager_api.secret, settings.mqtt.password,
+                                 settings.mqtt.command_key) if s]
 
-    def mask(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-        if not values:
-            return event
-        for key, value in event.items():
-            if isinstance(value, str) and any(s in value for s in values):
-                for secret in values:
-                    value = value.replace(secret, MASK)
-                event[key] = value
+
+def add_secrets(*values: str) -> None:
+    """Mask these values too from now on (e.g. broker credentials learnt after start)."""
+    _secrets.update(v for v in values if v)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every known secret (raw or JSON-escaped) replaced by ***."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+        escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
+        if escaped != secret and escaped in text:
+            text = text.replace(escaped, MASK)
+    return text
+
+
+def _mask_line(_: Any, __: str, line: Any) -> Any:
+    # Last in the chain: catches secrets in nested values, exceptions and foreign records.
+    return mask_text(line) if isinstance(line, str) else line
+
+
+def _hide_chat(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    if str(event.get("level", method)).lower() in _QUIET_LEVELS:
         return event
-
-    return mask
+    for key in CHAT_FIELDS.intersection(event):
+        value = event[key]
+        event[key] = f"<{len(value)} chars hidden>" if isinstance(value, str) else "<hidden>"
+    return event
 
 
 def _mac_hasher(enabled: bool) -> structlog.types.Processor:
@@ -48,18 +79,20 @@ def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
                       stream: TextIO | None = None) -> None:
     """Set up structlog and route the standard library's logs (livekit's) through it."""
     stream = stream or sys.stderr
-    as_json = settings.format == "json" or (settings.format == "auto" and not stream.isatty())
+    _secrets.clear()
+    add_secrets(*secrets)
+    as_json = settings.format == "json" or (settings.format == "auto" and not _is_tty(stream))
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _mac_hasher(settings.hash_macs),
-        _masker(list(secrets)),
+        _hide_chat,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False) if as_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+        else structlog.dev.ConsoleRenderer(colors=_is_tty(stream)))
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info,
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -69,10 +102,19 @@ def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    *([structlog.processors.format_exc_info] if as_json else []),
+                    renderer, _mask_line],
         foreign_pre_chain=shared))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.level)
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

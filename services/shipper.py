@@ -142,6 +142,8 @@ class Shipper:
 
     async def _round(self, session_id: str) -> RoundResult:
         result = RoundResult()
+        # Every log line of this round (sender, client) carries the session id.
+        structlog.contextvars.bind_contextvars(session_id=session_id)
         try:
             session = self.spool.session(session_id)
             if session is not None:

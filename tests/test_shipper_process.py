@@ -23,6 +23,7 @@ def write_config(tmp_path: Path, manager, drain_timeout: float) -> Path:
         "shipper": {"drain_timeout": drain_timeout, "retry_initial": 0.05, "retry_max": 0.2,
                     "poll_interval": 0.05},
         "logging": {"level": "INFO", "format": "json"},
+        "http": {"listen": ""},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
