@@ -1,0 +1,457 @@
+"""Re-send chosen turns to the Manager: select, import copied backups, requeue, deliver or follow.
+
+Exactly one shipper per host delivers. When the lock beside the spool is free, replay takes it
+and delivers through the daemon's own SessionSender with a bounded attempt budget; when the
+daemon holds it, replay requeues the turns, asks for a flush and follows progress in the spool.
+Each turn's status is written back as it is delivered, so a re-run sends only what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from services.auth_gate import AuthGate
+from services.backup import BackupWriter
+from services.backup_catalog import Backup, BackupError, Catalog, SessionFilter, read_backup
+from services.clock import wall_ms
+from services.config import Settings
+from services.identity import normalise_mac
+from services.manager_api import ManagerApiClient
+from services.metrics import Metrics
+from services.models import SessionRecord, Turn, TurnStatus
+from services.ownership import ShipperAlreadyRunning, ShipperLock, process_owner
+from services.session_sender import SessionSender
+from services.spool import Spool, SpoolError, SpoolFull
+
+log = structlog.get_logger("voicelog.replay")
+RESENDABLE = (TurnStatus.PENDING, TurnStatus.PARKED, TurnStatus.DEAD_LETTER)
+FAILED = (TurnStatus.PARKED, TurnStatus.DEAD_LETTER)
+POLL_SECONDS = 0.1
+
+
+class ReplayError(ValueError):
+    """The replay cannot go on as asked; the message says why (and what was already done)."""
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """What support staff asked to replay, as parsed from the command line."""
+
+    session_ids: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+    mac: str | None = None  # selects a device; also given to named sessions captured without one
+    since_ms: int | None = None
+    until_ms: int | None = None
+    statuses: tuple[TurnStatus, ...] = ()  # empty: every undelivered status (+ delivered with force)
+    force: bool = False
+    dry_run: bool = False
+    max_attempts: int = 5
+    timeout: float = 300.0
+    own_manager: bool = False  # --manager-url given: only this process can deliver there
+
+    @property
+    def wanted_statuses(self) -> tuple[TurnStatus, ...]:
+        """The statuses of turns this replay re-sends."""
+        if self.statuses:
+            return self.statuses
+        return RESENDABLE + ((TurnStatus.DELIVERED,) if self.force else ())
+
+
+@dataclass
+class PlannedSession:
+    """One session's part of a replay: the turns to send, and what to fix first."""
+
+    session: SessionRecord
+    turns: list[Turn]
+    backup: Backup | None = None  # import from here: the spool lacks the session or some turns
+    set_mac: str | None = None  # give this MAC to a session captured without a valid one
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """Where a replayed turn ended up."""
+
+    session_id: str
+    seq: int
+    status: TurnStatus
+    last_error: str | None
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay did; ``ok`` says whether every selected turn is delivered."""
+
+    mode: str  # "dry-run", "nothing" (nothing selected), "here" (delivered here), "daemon" (followed it)
+    plans: list[PlannedSession]
+    results: dict[tuple[str, int], TurnResult] = field(default_factory=dict)
+    imported_turns: int = 0
+    stopped: str | None = None  # why it ended before every turn was finished
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(len(plan.turns) for plan in self.plans)
+
+    def count(self, *statuses: TurnStatus) -> int:
+        """Selected turns now in one of ``statuses``."""
+        return sum(1 for r in self.results.values() if r.status in statuses)
+
+    @property
+    def ok(self) -> bool:
+        return self.mode != "dry-run" and self.count(TurnStatus.DELIVERED) == self.total
+
+
+class ReplayObserver(Protocol):
+    """Receives progress: the plan, each turn as it finishes, and notes along the way."""
+
+    def started(self, summary: ReplaySummary) -> None: ...
+
+    def turn_finished(self, result: TurnResult) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+# --- selection -------------------------------------------------------------------------------
+
+def plan_replay(catalog: Catalog, request: ReplayRequest) -> list[PlannedSession]:
+    """The sessions and turns a request selects; ReplayError when it names something wrong."""
+    mac = _checked_mac(request.mac)
+    allowed = set(RESENDABLE) | ({TurnStatus.DELIVERED} if request.force else set())
+    if not set(request.statuses) <= allowed:
+        raise ReplayError("replay sends dead-letter, parked and pending turns; delivered ones only "
+                          "with --force; open and skipped ones never")
+    named = _named_sessions(catalog, request)
+    if not named and not (mac or request.since_ms or request.until_ms or request.statuses):
+        raise ReplayError("say what to replay: a session, a backup file, --mac, --since/--until or --status")
+    if named:
+        plans = [_with_mac(plan, mac) for plan in named]
+        plans = [p for p in plans if _in_range(p.session, request)]
+    else:
+        plans = _filtered_sessions(catalog, request, mac)
+    wanted = set(request.wanted_statuses)
+    for plan in plans:
+        plan.turns = [t for t in plan.turns if t.status in wanted]
+    return [plan for plan in plans if plan.turns]
+
+
+def _checked_mac(mac: str | None) -> str | None:
+    if mac is None:
+        return None
+    normal = normalise_mac(mac)
+    if normal is None:
+        raise ReplayError(f"--mac {mac!r} is not a MAC address (e.g. 68:25:dd:ba:39:78)")
+    return normal
+
+
+def _named_sessions(catalog: Catalog, request: ReplayRequest) -> list[PlannedSession]:
+    plans: dict[str, PlannedSession] = {}
+    for path in request.files:
+        try:
+            backup = read_backup(Path(path))
+        except BackupError as exc:
+            raise ReplayError(f"{path}: {exc}") from None
+        plans[backup.session.session_id] = _merged(catalog.spool, backup)
+    for ref in request.session_ids:
+        session_id = catalog.resolve_id(ref) or ref
+        if session_id in plans:
+            continue
+        session = catalog.spool.session(session_id) if catalog.spool else None
+        if session is not None:
+            plans[session_id] = PlannedSession(session, catalog.spool.turns(session_id))
+        elif (path := catalog.find_file(ref)) is not None:
+            plans[session_id] = _merged(catalog.spool, read_backup(path))
+        else:
+            raise ReplayError(f"no session {ref!r} in the spool or in {catalog.backup_dir}")
+    return list(plans.values())
+
+
+def _merged(spool: Spool | None, backup: Backup) -> PlannedSession:
+    """A backup's session as the spool will hold it after import (local turns win)."""
+    session = spool.session(backup.session.session_id) if spool else None
+    local = spool.turns(backup.session.session_id) if session else []
+    seqs = {t.seq for t in local}
+    missing = [imported_turn(t) for t in backup.turns if t.seq not in seqs]
+    turns = sorted(local + missing, key=lambda t: t.seq)
+    return PlannedSession(session or backup.session, turns, backup if missing or not session else None)
+
+
+def _with_mac(plan: PlannedSession, mac: str | None) -> PlannedSession:
+    if mac is None or plan.session.mac == mac:
+        return plan
+    if plan.session.mac_valid:
+        raise ReplayError(f"session {plan.session.session_id} belongs to {plan.session.mac}, not {mac}; "
+                          "--mac only names the device of sessions captured without a valid MAC")
+    plan.set_mac = mac
+    return plan
+
+
+def _in_range(session: SessionRecord, request: ReplayRequest) -> bool:
+    return SessionFilter(since_ms=request.since_ms, until_ms=request.until_ms).matches(session, {})
+
+
+def _filtered_sessions(catalog: Catalog, request: ReplayRequest, mac: str | None) -> list[PlannedSession]:
+    """Sessions chosen by filters: the spool's, plus local backups the spool has lost."""
+    wanted = SessionFilter(macs=frozenset([mac]) if mac else frozenset(), since_ms=request.since_ms,
+                           until_ms=request.until_ms,
+                           statuses=frozenset(s.value for s in request.wanted_statuses))
+    plans = []
+    for view in catalog.summaries(wanted):
+        if view.source == "spool":
+            assert catalog.spool is not None
+            plans.append(PlannedSession(view.session, catalog.spool.turns(view.session.session_id)))
+        elif view.backup_path is not None:
+            plans.append(_merged(catalog.spool, read_backup(view.backup_path)))
+    return plans
+
+
+def imported_turn(turn: Turn) -> Turn:
+    """A turn from another box as this spool stores it: a turn left open there is sealed."""
+    if turn.status is not TurnStatus.OPEN:
+        return turn
+    status = TurnStatus.PENDING if turn.content else TurnStatus.SKIPPED
+    return Turn(**{**turn.__dict__, "status": status})
+
+
+# --- changing the spool ------------------------------------------------------------------------
+
+def prepare(spool: Spool, plans: list[PlannedSession], backups: BackupWriter, now_ms: int) -> int:
+    """Import, set MACs and requeue the selected turns, each session in short transactions."""
+    imported = 0
+    for plan in plans:
+        if plan.backup is not None:
+            imported += import_backup(spool, plan.backup, now_ms)
+        if plan.set_mac is not None:
+            assign_mac(spool, plan.session.session_id, plan.set_mac, now_ms)
+        requeue(spool, plan.session.session_id, plan.turns, now_ms)
+        backups.write(spool, plan.session.session_id, now_ms)
+    return imported
+
+
+def import_backup(spool: Spool, backup: Backup, now_ms: int) -> int:
+    """Add a backup's session and the turns the spool lacks, keeping ids, times and statuses.
+
+    Through the spool's own API, so whatever it does to stored turns (caps, sealing) applies.
+    """
+    s = backup.session
+    created = spool.session(s.session_id) is None
+    if created:
+        spool.open_session(s.session_id, mac=s.mac, mac_valid=s.mac_valid, mac_source=s.mac_source,
+                           started_ms=s.started_ms, owner=process_owner())
+    have = {t.seq for t in spool.turns(s.session_id)}
+    added = 0
+    for turn in (imported_turn(t) for t in backup.turns if t.seq not in have):
+        try:
+            spool.insert_turn(turn)
+        except SpoolFull as exc:
+            raise ReplayError(f"{exc}; {added} turn(s) of {s.session_id} imported so far") from None
+        except SpoolError:
+            continue  # stored meanwhile by another import: the same turn, same id
+        added += 1
+    if created:
+        if s.agent_id:
+            spool.set_agent_id(s.session_id, s.agent_id)
+        if s.skipped:
+            spool.count_skipped(s.session_id, s.skipped)
+        ended_ms = s.ended_ms or max([t.captured_ms for t in backup.turns] + [s.started_ms])
+        spool.end_session(s.session_id, ended_ms=ended_ms, reason=s.end_reason or "imported")
+    return added
+
+
+def assign_mac(spool: Spool, session_id: str, mac: str, now_ms: int) -> None:
+    """Give a session captured without a valid MAC the device MAC support staff found."""
+    with spool.transaction() as conn:
+        conn.execute("UPDATE sessions SET mac=?, mac_valid=1, mac_source='replay', updated_ms=?"
+                     " WHERE session_id=? AND mac_valid=0", (mac, now_ms, session_id))
+
+
+def requeue(spool: Spool, session_id: str, turns: Iterable[Turn], now_ms: int) -> None:
+    """Make the selected turns pending and due now; a forced turn keeps its pinned report time."""
+    by_status: dict[TurnStatus, list[int]] = {}
+    for turn in turns:
+        by_status.setdefault(turn.status, []).append(turn.seq)
+    spool.requeue(session_id, by_status.get(TurnStatus.PARKED, []) +
+                  by_status.get(TurnStatus.DEAD_LETTER, []), now_ms)
+    with spool.transaction() as conn:
+        # A forced turn is sent whole again (parts_sent 0) with its original wire_time and key.
+        conn.executemany("UPDATE turns SET status='pending', next_attempt_ms=0, parts_sent=0,"
+                         " updated_ms=? WHERE session_id=? AND seq=? AND status='delivered'",
+                         [(now_ms, session_id, seq) for seq in by_status.get(TurnStatus.DELIVERED, [])])
+        conn.executemany("UPDATE turns SET next_attempt_ms=0 WHERE session_id=? AND seq=?"
+                         " AND status='pending'",
+                         [(session_id, seq) for seq in by_status.get(TurnStatus.PENDING, [])])
+
+
+# --- following progress --------------------------------------------------------------------------
+
+class ProgressTracker:
+    """Watch the selected turns in the spool and report each one once it is finished."""
+
+    def __init__(self, spool: Spool, plans: list[PlannedSession]) -> None:
+        self.spool = spool
+        self._waiting = {p.session.session_id: {t.seq for t in p.turns} for p in plans}
+        # Attempts as planned, before the requeue: the daemon may try a turn before we look.
+        self._baseline = {(t.session_id, t.seq): t.attempts for p in plans for t in p.turns}
+        self.results: dict[tuple[str, int], TurnResult] = {}
+
+    def _rows(self) -> dict[tuple[str, int], tuple]:
+        """Current status, error and attempts of the turns still waiting (one query per 500 sessions)."""
+        rows, ids = {}, list(self._waiting)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for session_id, seq, status, attempts, error in self.spool.execute_read(
+                    "SELECT session_id, seq, status, attempts, last_error FROM turns"
+                    f" WHERE session_id IN ({','.join('?' * len(chunk))})", chunk):
+                if seq in self._waiting[session_id]:
+                    rows[(session_id, seq)] = (TurnStatus(status), error, attempts)
+        return rows
+
+    def poll(self) -> list[TurnResult]:
+        """Turns that finished since the last poll: delivered, or failed after a fresh attempt."""
+        finished = []
+        for key, (status, error, attempts) in self._rows().items():
+            if status is TurnStatus.DELIVERED or (status in FAILED and attempts > self._baseline[key]):
+                finished.append(TurnResult(key[0], key[1], status, error))
+                self._waiting[key[0]].discard(key[1])
+        self.results.update({(r.session_id, r.seq): r for r in finished})
+        self._waiting = {k: v for k, v in self._waiting.items() if v}
+        return finished
+
+    @property
+    def done(self) -> bool:
+        return not self._waiting
+
+    def final(self) -> dict[tuple[str, int], TurnResult]:
+        """Every selected turn's result, unfinished ones with their current status."""
+        unfinished = {key: TurnResult(key[0], key[1], row[0], row[1]) for key, row in self._rows().items()}
+        return {**unfinished, **self.results}
+
+
+# --- running a replay -------------------------------------------------------------------------
+
+async def replay(settings: Settings, spool: Spool | None, request: ReplayRequest,
+                 observer: ReplayObserver, stop: asyncio.Event | None = None) -> ReplaySummary:
+    """Plan, then (unless a dry run) prepare the spool and deliver here or follow the daemon."""
+    started = time.monotonic()
+    catalog = Catalog(spool, Path(settings.chat_history.backup_dir))
+    summary = ReplaySummary("dry-run" if request.dry_run else "nothing", plan_replay(catalog, request))
+    if request.dry_run or not summary.total:
+        observer.started(summary)
+        return summary
+    if spool is None:
+        raise ReplayError("no spool to replay into")
+    lock = _try_lock(spool, request)
+    summary.mode = "here" if lock else "daemon"
+    history = settings.chat_history
+    backups = BackupWriter(history.backup_dir, fsync=history.durability == "power")
+    stop = stop or asyncio.Event()
+    try:
+        summary.imported_turns = prepare(spool, summary.plans, backups, wall_ms())
+        tracker = ProgressTracker(spool, summary.plans)
+        observer.started(summary)
+        if lock is not None:
+            summary.stopped = await _deliver_here(settings, spool, summary.plans, request, tracker,
+                                                  observer, stop, backups)
+        else:
+            summary.stopped = await _follow_daemon(spool, summary.plans, request, tracker, observer, stop)
+    finally:
+        if lock is not None:
+            lock.release()
+    summary.results = tracker.final()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _try_lock(spool: Spool, request: ReplayRequest) -> ShipperLock | None:
+    lock = ShipperLock(spool.path)
+    try:
+        lock.acquire()
+    except ShipperAlreadyRunning as exc:
+        if request.own_manager:
+            raise ReplayError(f"{exc}. It delivers to its configured Manager only; stop it to replay "
+                              "to --manager-url") from None
+        return None
+    return lock
+
+
+async def _deliver_here(settings: Settings, spool: Spool, plans: list[PlannedSession],
+                        request: ReplayRequest, tracker: ProgressTracker, observer: ReplayObserver,
+                        stop: asyncio.Event, backups: BackupWriter) -> str | None:
+    """Deliver the selected sessions through the daemon's SessionSender, as this host's shipper."""
+    client = ManagerApiClient(settings.manager_api)
+    gate = AuthGate(client.check_secret, settings.shipper.auth_retry_interval)
+    sender = SessionSender(spool, client, settings.manager_api, settings.shipper, gate, Metrics(),
+                           stop, max_attempts=max(1, request.max_attempts))
+    slots = asyncio.Semaphore(settings.shipper.max_concurrent_sessions)
+
+    async def one(plan: PlannedSession) -> None:
+        async with slots:
+            await _round(sender, spool, plan.session.session_id, backups, stop)
+
+    work = asyncio.gather(*(one(plan) for plan in plans))
+    try:
+        return await _watch(tracker, observer, stop, request.timeout, work, gate)
+    finally:
+        stop.set()
+        await work
+        await gate.aclose()
+        await client.aclose()
+
+
+async def _round(sender: SessionSender, spool: Spool, session_id: str, backups: BackupWriter,
+                 stop: asyncio.Event) -> None:
+    """One delivery round of a session, then what the shipper does after a round."""
+    session = spool.session(session_id)
+    if session is None or stop.is_set():
+        return
+    try:
+        await sender.deliver(session)
+    except Exception:  # noqa: BLE001 - one session's bug must not stop the others
+        log.exception("replay_round_failed", session_id=session_id)
+    if not spool.deliverable(session_id):
+        spool.clear_flush_request(session_id)
+    backups.write(spool, session_id, wall_ms())
+
+
+async def _follow_daemon(spool: Spool, plans: list[PlannedSession], request: ReplayRequest,
+                         tracker: ProgressTracker, observer: ReplayObserver,
+                         stop: asyncio.Event) -> str | None:
+    """Ask the running daemon to deliver the requeued sessions now, and watch it happen."""
+    for plan in plans:
+        spool.request_flush(plan.session.session_id)
+    observer.note("the daemon holds the shipper lock: it delivers; following its progress")
+    return await _watch(tracker, observer, stop, request.timeout)
+
+
+async def _watch(tracker: ProgressTracker, observer: ReplayObserver, stop: asyncio.Event,
+                 timeout: float, work: asyncio.Future | None = None,
+                 gate: AuthGate | None = None) -> str | None:
+    """Report finished turns until all are done or the work ends; say why it stopped early."""
+    deadline = time.monotonic() + timeout
+    reason = None
+    while not tracker.done and not (work is not None and work.done()):
+        for result in tracker.poll():
+            observer.turn_finished(result)
+        if gate is not None and not gate.is_open:
+            reason = f"the Manager refused the secret ({gate.last_reason})"
+        elif stop.is_set():
+            reason = "interrupted"
+        elif time.monotonic() > deadline:
+            reason = f"timed out after {timeout:g}s"
+        if reason:
+            stop.set()
+            break
+        waiting = [asyncio.ensure_future(stop.wait())] + ([work] if work is not None else [])
+        await asyncio.wait(waiting, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        waiting[0].cancel()
+    if work is not None:
+        await asyncio.wait([work])
+    for result in tracker.poll():
+        observer.turn_finished(result)
+    return reason
