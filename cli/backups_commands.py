@@ -5,23 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import re
 import signal
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from rich.console import Console
 
+from cli.backups_views import (export_views, open_catalog, open_spool, print_json, session_filter,
+                               warn_unreadable, with_manager)
 from services.backup import BackupWriter
-from services.backup_catalog import BackupError, Catalog, SessionFilter, SessionView, verify
+from services.backup_catalog import BackupError
+from services.backup_verify import rewrite_from_spool, verify
 from services.clock import wall_ms
-from services.config import Secret, Settings
+from services.config import Settings
 from services.identity import UNKNOWN_MAC, normalise_mac
 from services.logging_setup import configure_logging
 from services.models import TurnStatus
@@ -205,13 +205,13 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     """Print the sessions that pass the filters."""
     from services.export import list_table, summary_json
 
-    with _catalog(settings) as catalog:
-        views = catalog.summaries(_filter(args))
+    with open_catalog(settings) as catalog:
+        views = catalog.summaries(session_filter(args))
         if args.json:
-            print(json.dumps([summary_json(v) for v in views], ensure_ascii=False, indent=1))
+            print_json([summary_json(v) for v in views])
         else:
             Console().print(list_table(views))
-        _warn_unreadable(catalog)
+        warn_unreadable(catalog)
     return 0
 
 
@@ -219,14 +219,14 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     """Print one session as a conversation."""
     from services.export import session_json, show_session
 
-    with _catalog(settings) as catalog:
+    with open_catalog(settings) as catalog:
         try:
             view = catalog.load(args.session)
         except (KeyError, ValueError, BackupError) as exc:
             print(f"voicelog: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 1
     if args.json:
-        print(json.dumps(session_json(view), ensure_ascii=False, indent=1))
+        print_json(session_json(view))
     else:
         show_session(Console(), view)
     return 0
@@ -236,19 +236,17 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Check backups against the schema and the spool; 1 if anything is wrong."""
     from services.export import verify_json, verify_lines
 
-    with _catalog(settings) as catalog:
+    with open_catalog(settings) as catalog:
         report = verify(catalog)
         if args.fix and catalog.spool is not None:
-            fixable = {f.session_id for f in report.errors} & catalog.spool_session_ids()
             history = settings.chat_history
             writer = BackupWriter(history.backup_dir, fsync=history.durability == "power")
-            for session_id in sorted(fixable):
-                writer.write(catalog.spool, session_id, wall_ms())
-            print(f"rewrote {len(fixable)} backup file(s) from the spool",
+            fixed = rewrite_from_spool(catalog, report, writer, wall_ms())
+            print(f"rewrote {fixed} backup file(s) from the spool",
                   file=sys.stderr if args.json else sys.stdout)
             report = verify(catalog)
     if args.json:
-        print(json.dumps(verify_json(report), ensure_ascii=False, indent=1))
+        print_json(verify_json(report))
     else:
         verify_lines(Console(), report)
     return 1 if report.errors else 0
@@ -260,7 +258,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from services.replay import ReplayError, ReplayRequest
 
     try:
-        settings = _with_manager(settings, args)
+        settings = with_manager(settings, args)
     except ValueError as exc:
         print(f"voicelog: {exc}", file=sys.stderr)
         return 2
@@ -274,7 +272,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         configure_logging(replace(settings.logging, level=level), stream=CurrentStderr(),
                           secrets=[settings.manager_api.secret.reveal()])
     progress = RichReplayProgress(console) if console.is_terminal else PlainReplayProgress(console)
-    spool = _open_spool(settings, create=not args.dry_run)
+    spool = open_spool(settings, create=not args.dry_run)
     try:
         summary = asyncio.run(_replay(settings, spool, request, progress))
     except ReplayError as exc:
@@ -316,9 +314,9 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     """Write the chosen sessions as JSON or CSV."""
     from services.export import private_output, write_csv, write_json
 
-    with _catalog(settings) as catalog:
+    with open_catalog(settings) as catalog:
         try:
-            views = _export_views(catalog, args)
+            views = export_views(catalog, args)
         except (KeyError, ValueError, BackupError) as exc:
             print(f"voicelog: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 1
@@ -330,20 +328,12 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_views(catalog: Catalog, args: argparse.Namespace) -> list[SessionView]:
-    if args.session:
-        return [catalog.load(args.session)]
-    views = catalog.summaries(_filter(args))
-    return [catalog.load(str(v.backup_path) if v.source == "backup" else v.session.session_id)
-            for v in views]
-
-
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     """Remove old delivered sessions and their backups, and say what went."""
     from services.export import prune_lines
     from services.retention import prune
 
-    spool = _open_spool(settings, create=True)
+    spool = open_spool(settings, create=True)
     assert spool is not None
     try:
         report = prune(spool, settings.chat_history.backup_dir, settings.chat_history, now_ms=wall_ms(),
@@ -352,53 +342,3 @@ def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
         spool.close()
     prune_lines(Console(), report)
     return 1 if report.errors else 0
-
-
-# --- helpers -----------------------------------------------------------------------------------
-
-def _filter(args: argparse.Namespace) -> SessionFilter:
-    return SessionFilter(macs=frozenset([args.mac]) if args.mac else frozenset(),
-                         since_ms=args.since, until_ms=args.until,
-                         statuses=frozenset(s.value for s in args.status or ()))
-
-
-def _open_spool(settings: Settings, *, create: bool) -> Spool | None:
-    """This process's own spool connection; None if there is none and ``create`` is off."""
-    from agent.capture_setup import open_spool
-
-    if not create and not settings.chat_history.spool_file.exists():
-        return None  # a read must not leave an empty spool where a wrong path points
-    return open_spool(settings)
-
-
-@contextlib.contextmanager
-def _catalog(settings: Settings) -> Iterator[Catalog]:
-    spool = _open_spool(settings, create=False)
-    try:
-        yield Catalog(spool, Path(settings.chat_history.backup_dir))
-    finally:
-        if spool is not None:
-            spool.close()
-
-
-def _warn_unreadable(catalog: Catalog) -> None:
-    if catalog.unreadable:
-        print(f"voicelog: {len(catalog.unreadable)} backup file(s) could not be read; "
-              "run `voicelog backups verify`", file=sys.stderr)
-
-
-def _with_manager(settings: Settings, args: argparse.Namespace) -> Settings:
-    api = settings.manager_api
-    if args.manager_url:
-        url = args.manager_url.rstrip("/")
-        if urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
-            raise ValueError("--manager-url must be an http(s) URL with the context path, "
-                             "e.g. http://host:8002/xiaozhi")
-        api = replace(api, url=url)
-    if args.secret:
-        api = replace(api, secret=Secret(args.secret))
-    if not args.dry_run and not api.url:
-        raise ValueError("no Manager to send to: set manager_api.url or pass --manager-url")
-    if not args.dry_run and not api.secret:
-        raise ValueError("no server secret: set MANAGER_API_SECRET or pass --secret")
-    return replace(settings, manager_api=api)

@@ -26,7 +26,8 @@ from rich.table import Table
 from rich.text import Text
 
 from services.backup import iso_ms, session_document
-from services.backup_catalog import SessionView, VerifyReport, status_counts
+from services.backup_catalog import SessionView, status_counts
+from services.backup_verify import VerifyReport
 from services.clock import wall_ms
 from services.models import ChatType, Turn, TurnStatus
 from services.replay import ReplaySummary, TurnResult

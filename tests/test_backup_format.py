@@ -3,7 +3,7 @@
 import json
 import os
 import stat
-from pathlib import Path
+from importlib import resources
 
 import jsonschema
 
@@ -14,7 +14,7 @@ from services.identity import resolve_identity
 from services.models import ChatType
 from tests.settings_factory import make_settings
 
-SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "backup.schema.json").read_text())
+SCHEMA = json.loads((resources.files("services") / "schemas" / "backup.schema.json").read_text(encoding="utf-8"))
 
 
 def captured_session(tmp_path, room="d3746a02-cfeb-417d-ad05-0c6d3095632d_6825ddba3978"):
@@ -28,7 +28,7 @@ def captured_session(tmp_path, room="d3746a02-cfeb-417d-ad05-0c6d3095632d_6825dd
 
 
 async def test_backup_validates_against_the_published_schema(tmp_path):
-    """The file a session leaves behind is valid against docs/backup.schema.json."""
+    """The file a session leaves behind is valid against services/schemas/backup.schema.json."""
     spool, writer, service = captured_session(tmp_path)
     await service.cleanup()
     path = writer.path_for(spool.session(service.session_id))

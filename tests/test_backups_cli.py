@@ -8,6 +8,7 @@ import json
 import os
 import stat
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import jsonschema
@@ -27,7 +28,7 @@ from tests.delivery_kit import delivery_settings, room_for
 
 MAC = "68:25:dd:ba:39:78"
 OTHER_MAC = "68:25:dd:00:00:01"
-SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "backup.schema.json").read_text())
+SCHEMA = json.loads((resources.files("services") / "schemas" / "backup.schema.json").read_text(encoding="utf-8"))
 
 
 @dataclass
