@@ -63,6 +63,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_replay(sub)
     _add_export(sub)
     _add_prune(sub)
+    _add_purge(sub)
 
 
 def _parser(sub: argparse._SubParsersAction, name: str, help_text: str, handler, epilog: str = ""):
@@ -133,6 +134,38 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     _add_filters(parser, ("delivered", "pending", "parked", "dead-letter"))
     parser.add_argument("--format", choices=("json", "csv"), default="json")
     parser.add_argument("--output", type=Path, help="write here (mode 0600) instead of stdout")
+
+
+def _add_purge(sub: argparse._SubParsersAction) -> None:
+    parser = _parser(sub, "purge", "erase every local copy of a device's or session's chats (spool, "
+                     "backups, dead-letter, quarantine)", cmd_purge,
+                     "examples:\n  voicelog backups purge --mac 68:25:dd:ba:39:78 --dry-run\n"
+                     "  voicelog backups purge --session 3f2c9a1e-..._6825ddba3978")
+    parser.add_argument("--mac", type=_mac, help="the device whose chats are erased")
+    parser.add_argument("--session", help="one session to erase")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be erased; erase nothing")
+
+
+def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
+    """Erase a device's or a session's local copies and say what went."""
+    from services.purge import purge
+
+    if not args.mac and not args.session:
+        print("voicelog: purge needs --mac or --session", file=sys.stderr)
+        return 2
+    spool = open_spool(settings, create=True)
+    try:
+        report = purge(spool, settings.chat_history.backup_dir, mac=args.mac,
+                       session_id=args.session, dry_run=args.dry_run)
+    finally:
+        spool.close()
+    verb = "would erase" if args.dry_run else "erased"
+    print(f"{verb} {len(report.sessions)} sessions, {report.turns} turns, {len(report.files)} files")
+    for path in report.files:
+        print(f"  {path}")
+    for error in report.errors:
+        print(f"  error: {error}", file=sys.stderr)
+    return 1 if report.errors else 0
 
 
 def _add_prune(sub: argparse._SubParsersAction) -> None:
