@@ -190,12 +190,25 @@ class Operations:
 
     def _prune_once(self, prune: Callable[..., Any]) -> None:
         # Its own connection: the shipper's is used by the event loop meanwhile.
+        from services.retention import expiring_undelivered
+
         spool = open_spool(self.settings)
+        history = self.settings.chat_history
         try:
-            report = prune(spool, self.settings.chat_history.backup_dir, self.settings.chat_history,
-                           now_ms=wall_ms())
+            expiring = expiring_undelivered(spool, history, now_ms=wall_ms())
+            # Undelivered turns are kept max_undelivered_days, then dropped: say so loudly first.
+            report = prune(spool, history.backup_dir, history, now_ms=wall_ms(), include_undelivered=True)
         finally:
             spool.close()
+        if expiring:
+            log.warning("undelivered_turns_expire_soon", sessions=len(expiring),
+                        turns=sum(s.undelivered for s in expiring),
+                        keep_days=max(history.retention_days, history.max_undelivered_days),
+                        hint="deliver or export them (voicelog backups list --status pending)")
+        dropped = [s for s in report.removed if s.undelivered]
+        if dropped:
+            log.error("undelivered_turns_dropped_after_max_undelivered_days", sessions=len(dropped),
+                      turns=sum(s.undelivered for s in dropped))
         if report.removed or report.errors:
             log.info("pruned", sessions=len(report.removed), turns=report.turns_removed,
                      kept_undelivered=len(report.kept_undelivered), errors=report.errors[:5])

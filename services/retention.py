@@ -80,6 +80,14 @@ def prune(spool: Spool, backup_writer_or_dir: BackupWriter | str | os.PathLike[s
     return report
 
 
+def expiring_undelivered(spool: Spool, settings: ChatHistorySettings, *, now_ms: int,
+                         warn_days: float = 3.0) -> list[PrunedSession]:
+    """Ended sessions with undelivered turns that the automatic prune will drop within ``warn_days``."""
+    keep_days = max(settings.retention_days, settings.max_undelivered_days)
+    cutoff = now_ms - max(0.0, keep_days - warn_days) * DAY_MS
+    return [candidate for candidate, _ in _candidates(spool, int(cutoff)) if candidate.undelivered]
+
+
 def _candidates(spool: Spool, cutoff: int) -> list[tuple[PrunedSession, SessionRecord]]:
     """Ended sessions older than the cutoff, with turn and undelivered counts."""
     rows = spool.execute_read(

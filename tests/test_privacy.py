@@ -58,3 +58,41 @@ async def test_spool_and_backups_are_readable_by_the_service_user_only(tmp_path)
         assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, path
     for folder in [tmp_path / "backups", *[p for p in (tmp_path / "backups").rglob("*") if p.is_dir()]]:
         assert stat.S_IMODE(os.stat(folder).st_mode) & 0o077 == 0, folder
+
+
+def test_retention_drops_old_delivered_and_overdue_undelivered_and_warns_before(tmp_path):
+    """Delivered turns go after retention_days, undelivered after max_undelivered_days, with warning."""
+    from agent.capture_setup import open_spool
+    from services.chat_history_service import ChatHistoryService
+    from services.identity import resolve_identity
+    from services.models import ChatType
+    from services.retention import expiring_undelivered, prune
+
+    day = 86_400_000
+    now = 1_800_000_000_000
+    settings = make_settings(tmp_path, chat_history={"retention_days": 7, "max_undelivered_days": 30})
+    spool = open_spool(settings)
+
+    def session(name, age_days, delivered):
+        at = now - age_days * day
+        service = ChatHistoryService(spool, resolve_identity(f"{name}_6825ddba3978"), settings.chat_history,
+                                     now=lambda: at)
+        turn = service.add_message(ChatType.USER, f"words of {name}")
+        spool.end_session(service.session_id, ended_ms=at, reason="test")
+        if delivered:
+            spool.mark_delivered(service.session_id, [turn.seq], at)
+        return service.session_id
+
+    fresh_delivered = session("fresh-delivered", 2, True)
+    old_delivered = session("old-delivered", 8, True)
+    old_undelivered = session("old-undelivered", 8, False)
+    expiring = session("expiring-undelivered", 28, False)
+    overdue = session("overdue-undelivered", 31, False)
+
+    warned = {s.session_id for s in expiring_undelivered(spool, settings.chat_history, now_ms=now)}
+    assert warned == {expiring, overdue}
+    report = prune(spool, settings.chat_history.backup_dir, settings.chat_history, now_ms=now,
+                   include_undelivered=True)
+    assert {s.session_id for s in report.removed} == {old_delivered, overdue}
+    left = {s.session_id for s in spool.sessions()}
+    assert left == {fresh_delivered, old_undelivered, expiring}
