@@ -40,4 +40,5 @@ def open_spool(settings: Settings, *, busy_timeout_ms: int = 5000) -> Spool:
     """Open the host's spool with the configured durability and size cap."""
     history = settings.chat_history
     return Spool(history.spool_file, durability=history.durability,
-                 max_bytes=history.spool_max_mb * 1024 * 1024, busy_timeout_ms=busy_timeout_ms)
+                 max_bytes=history.spool_max_mb * 1024 * 1024, busy_timeout_ms=busy_timeout_ms,
+                 backup_dir=history.backup_dir)

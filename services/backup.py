@@ -3,6 +3,7 @@
 Layout: ``<backup_dir>/<YYYY-MM-DD of session start, UTC>/<session file name>.json``.
 The file is derived from the spool, so whoever writes it last writes the newest truth; an
 advisory lock on the backup directory keeps two writers (job process, shipper) from interleaving.
+``read_backup_document`` is the strict reader spool recovery uses: a file it refuses is damaged.
 """
 
 from __future__ import annotations
@@ -12,17 +13,40 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from services.models import ChatType, SessionRecord, Turn
-from services.spool import Spool
+import structlog
 
+from services.models import ChatType, SessionRecord, Turn, TurnStatus
+
+if TYPE_CHECKING:  # the spool uses this module to recover, so import it for types only
+    from services.spool import Spool
+
+log = structlog.get_logger("voicelog.backup")
 BACKUP_FORMAT = "voicelog.session-backup"
 BACKUP_VERSION = 1
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_STATUSES = frozenset(status.value for status in TurnStatus)
+# Field -> accepted types, for the strict reader (bool is checked apart: it is an int in Python).
+_SESSION_FIELDS = {"session_id": (str,), "mac": (str,), "mac_valid": (bool,), "mac_source": (str,),
+                   "agent_id": (str, type(None)), "started_ms": (int,), "ended_ms": (int, type(None)),
+                   "end_reason": (str, type(None)), "skipped_empty_turns": (int,), "turns": (list,)}
+_TURN_FIELDS = {"seq": (int,), "chat_type": (int,), "content": (str,), "report_time_ms": (int,),
+                "captured_at": (str,), "interrupted": (bool,), "status": (str,), "attempts": (int,),
+                "last_error": (str, type(None)), "delivered_at": (str, type(None))}
+
+
+class BackupDamaged(ValueError):
+    """A backup file cannot be read as a voicelog session backup; the message says why."""
+
+
+class BackupTooNew(BackupDamaged):
+    """A backup written by a newer voicelog: not damaged, just not ours to read or move."""
 
 
 def iso_ms(ms: int | None) -> str | None:
@@ -145,3 +169,112 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def backup_files(backup_dir: str | os.PathLike[str]) -> list[Path]:
+    """Every session backup file: ``*.json`` in the day folders only (never other JSON)."""
+    root = Path(backup_dir)
+    try:
+        days = sorted(p for p in root.iterdir() if p.is_dir() and _DAY_DIR.match(p.name))
+    except FileNotFoundError:
+        return []
+    return [f for day in days for f in sorted(day.glob("*.json")) if not f.name.startswith(".")]
+
+
+def read_backup_document(path: Path) -> dict[str, Any]:
+    """The backup document in ``path``, checked field by field; BackupDamaged says what is wrong."""
+    try:
+        document = json.loads(path.read_bytes().decode("utf-8", "surrogatepass"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BackupDamaged(f"unreadable: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if not isinstance(document, dict) or document.get("format") != BACKUP_FORMAT:
+        raise BackupDamaged("not a voicelog session backup")
+    version = document.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > BACKUP_VERSION:
+        raise BackupTooNew(f"backup version {version} is newer than this voicelog's {BACKUP_VERSION}")
+    if version != BACKUP_VERSION:
+        raise BackupDamaged(f"unknown backup version {version!r}")
+    _check_fields(document, _SESSION_FIELDS, "session")
+    for index, turn in enumerate(document["turns"]):
+        if not isinstance(turn, dict):
+            raise BackupDamaged(f"turns[{index}] is not an object")
+        _check_fields(turn, _TURN_FIELDS, f"turns[{index}]")
+        if turn["seq"] < 1 or turn["chat_type"] not in (1, 2) or turn["status"] not in _STATUSES:
+            raise BackupDamaged(f"turns[{index}] has an impossible seq, chat_type or status")
+        for key in ("captured_at", "delivered_at"):
+            if turn[key] is not None:
+                _iso_ms(turn[key], f"turns[{index}].{key}")
+    if not document["session_id"]:
+        raise BackupDamaged("empty session_id")
+    return document
+
+
+def _check_fields(entry: dict[str, Any], fields: dict[str, tuple[type, ...]], where: str) -> None:
+    for key, types in fields.items():
+        value = entry.get(key, KeyError)
+        if value is KeyError or not isinstance(value, types) or (
+                isinstance(value, bool) and bool not in types):
+            raise BackupDamaged(f"{where}.{key} is missing or not {'/'.join(t.__name__ for t in types)}")
+
+
+def _iso_ms(text: str, where: str) -> int:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise BackupDamaged(f"{where} is not an ISO 8601 time") from None
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def iso_to_ms(text: str | None) -> int | None:
+    """Epoch ms of a time as backups write it (already checked by read_backup_document)."""
+    return None if text is None else _iso_ms(text, "time")
+
+
+def document_rows(document: dict[str, Any], now_ms: int) -> tuple[tuple, list[tuple]]:
+    """A checked backup as spool rows: (sessions row, turns rows), in spool_schema's columns.
+
+    What backups do not keep (owner, wire time, retry time, parts sent) starts afresh.
+    """
+    session_id = document["session_id"]
+    session = (session_id, document["mac"], int(document["mac_valid"]), document["mac_source"],
+               document["started_ms"], document["ended_ms"], document["end_reason"], None,
+               document["agent_id"], document["skipped_empty_turns"], 0, 0, now_ms)
+    turns = [(session_id, t["seq"], t["chat_type"], t["content"], t["report_time_ms"],
+              iso_to_ms(t["captured_at"]) or 0, int(t["interrupted"]), t["status"], t["attempts"],
+              t["last_error"], 0, None, 0, iso_to_ms(t["delivered_at"]), now_ms)
+             for t in document["turns"]]
+    return session, turns
+
+
+def quarantine_backup(path: Path, backup_dir: Path, quarantine_dir: Path, why: str) -> str:
+    """Move a damaged backup file under ``quarantine_dir/backups``; returns its relative path."""
+    relative = path.relative_to(backup_dir)
+    target = quarantine_dir / "backups" / relative
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.move(path, target)
+    log.error("backup_quarantined", path=str(relative), reason=why, quarantine=str(quarantine_dir))
+    return str(relative)
+
+
+def damaged_backups(backup_dir: str | os.PathLike[str]) -> list[tuple[Path, str]]:
+    """Every backup file the strict reader refuses, with why."""
+    damaged = []
+    for path in backup_files(backup_dir):
+        try:
+            read_backup_document(path)
+        except BackupTooNew:
+            continue
+        except BackupDamaged as exc:
+            damaged.append((path, str(exc)))
+    return damaged
+
+
+def rewrite_backups(spool: Spool, backup_dir: Path, relative_paths: list[str], now_ms: int) -> list[str]:
+    """Write afresh, from the spool, each listed backup whose session the spool still has."""
+    writer, wanted, written = BackupWriter(backup_dir), set(relative_paths), []
+    for session in spool.sessions():
+        relative = str(writer.path_for(session).relative_to(backup_dir))
+        if relative in wanted:
+            writer.write(spool, session.session_id, now_ms)
+            written.append(relative)
+    return written

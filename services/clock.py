@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 
 def wall_ms() -> int:
@@ -11,9 +12,13 @@ def wall_ms() -> int:
 
 
 class ReportClock:
-    """Hands out strictly increasing report times for one session, even if the clock jumps back."""
+    """Hands out strictly increasing report times for one session, even if the clock jumps back.
 
-    def __init__(self, last_ms: int = 0, now=wall_ms) -> None:
+    Start it from the session's last stored report time, so a restarted job process continues
+    after it whatever the wall clock says (tests/test_clock_jump.py).
+    """
+
+    def __init__(self, last_ms: int = 0, now: Callable[[], int] = wall_ms) -> None:
         self._last_ms = last_ms
         self._now = now
 

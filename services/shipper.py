@@ -76,6 +76,7 @@ class Shipper:
         self._wakeup = asyncio.Event()
         self._active: dict[str, asyncio.Task[RoundResult]] = {}
         self._last_reap_ms = 0
+        self._failed_rounds: dict[str, tuple[int, int]] = {}  # session -> (failures, retry at ms)
         self.last_delivery_ms: int | None = None
 
     def wake(self, session_id: str | None = None) -> None:
@@ -128,7 +129,7 @@ class Shipper:
         for backlog in self.spool.backlog() if only is None else only:
             if len(self._active) >= limit:
                 return
-            if backlog.session_id in self._active:
+            if backlog.session_id in self._active or self._cooling_down(backlog.session_id, now):
                 continue
             if not is_due(backlog, now, batch_size=history.batch_size,
                           send_interval_ms=int(history.send_interval * 1000),
@@ -149,8 +150,10 @@ class Shipper:
             if session is not None:
                 result = await self.sender.deliver(session)
                 self._after_round(session_id, result)
+            self._failed_rounds.pop(session_id, None)
         except Exception:  # noqa: BLE001 - one session's bug must not stop delivery for all
-            log.exception("delivery_round_failed", session_id=session_id)
+            delay = self._back_off_round(session_id)
+            log.exception("delivery_round_failed", session_id=session_id, retry_in=delay)
         finally:
             self._active.pop(session_id, None)
             self._wakeup.set()
@@ -164,6 +167,19 @@ class Shipper:
             self.spool.clear_flush_request(session_id)
         if self.backups is not None:
             self.backups.write(self.spool, session_id, self._now())
+
+    def _back_off_round(self, session_id: str) -> float:
+        # A round that raised (e.g. disk full while writing status) waits before it runs again,
+        # doubling like delivery retries, instead of spinning.
+        failures = self._failed_rounds.get(session_id, (0, 0))[0] + 1
+        shipping = self.settings.shipper
+        delay = min(shipping.retry_max, shipping.retry_initial * 2 ** (failures - 1))
+        self._failed_rounds[session_id] = (failures, self._now() + int(delay * 1000))
+        return delay
+
+    def _cooling_down(self, session_id: str, now_ms: int) -> bool:
+        failed = self._failed_rounds.get(session_id)
+        return failed is not None and failed[1] > now_ms
 
     async def _idle(self, stop: asyncio.Event) -> None:
         waker = asyncio.ensure_future(self._wakeup.wait())

@@ -4,25 +4,44 @@ Every job process and the shipper open their own connection; SQLite's WAL lockin
 that safe across processes. A turn is durable when its INSERT has committed:
 ``durability: process`` (synchronous=NORMAL) survives the death of any process,
 ``durability: power`` (synchronous=FULL) also survives power loss, at the cost of an fsync.
+Opening checks the file first when no other process has it open, and a damaged file is
+quarantined and rebuilt from what is intact (services/spool_recovery.py).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.models import ChatType, SessionRecord, Turn, TurnStatus
-from services.spool_schema import SCHEMA, SCHEMA_VERSION
+from services.clock import wall_ms
+from services.models import SessionRecord, Turn, TurnStatus
+from services.spool_recovery import (
+    RecoveryReport,
+    SpoolUsers,
+    is_corruption,
+    prepare_file,
+    rebuild_damaged_backups,
+    recover_in_use,
+)
+from services.spool_schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    SESSION_FIELDS,
+    TURN_FIELDS,
+    session_record,
+    turn_record,
+)
 
 _SYNCHRONOUS = {"process": "NORMAL", "power": "FULL"}
-_TURN_COLUMNS = ("session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, "
-                 "status, attempts, last_error, next_attempt_ms, wire_time, delivered_ms")
-_SESSION_COLUMNS = ("session_id, mac, mac_valid, mac_source, started_ms, ended_ms, end_reason, "
-                    "owner, agent_id, skipped, last_wire_time")
+# SQLite's own default, stated: a lower one would put a checkpoint's two fsyncs on the capture
+# path more often. A full disk is handled by checkpointing on SQLITE_FULL (ChatHistoryService).
+_WAL_CHECKPOINT_PAGES = 1000
+_WAL_SIZE_LIMIT = 4 * 1024 * 1024
+_CLOCK_SLACK_MS = 1000  # how far "in the future" a time may be before it means a clock jump  # a WAL grown past this (long reader) is cut back after
 
 
 class SpoolError(RuntimeError):
@@ -31,6 +50,10 @@ class SpoolError(RuntimeError):
 
 class SpoolFull(SpoolError):
     """The spool reached its size cap; new turns are refused, stored ones are kept."""
+
+
+class DuplicateTurn(SpoolError):
+    """A turn with this (session, seq) is already stored; retrying cannot help."""
 
 
 @dataclass(frozen=True)
@@ -52,21 +75,62 @@ class Spool:
     """Persist turns and their delivery state; knows nothing about HTTP or LiveKit."""
 
     def __init__(self, path: str | os.PathLike[str], *, durability: str = "process",
-                 max_bytes: int | None = None, busy_timeout_ms: int = 5000) -> None:
+                 max_bytes: int | None = None, busy_timeout_ms: int = 5000,
+                 backup_dir: str | os.PathLike[str] | None = None,
+                 now: Callable[[], int] = wall_ms) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
+        # Default layout: the spool lives in the backup folder (<backup_dir>/spool.db).
+        self.backup_dir = Path(backup_dir) if backup_dir is not None else self.path.parent
+        self._durability, self._busy_timeout_ms, self._now = durability, busy_timeout_ms, now
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_ms / 1000,
-                                     check_same_thread=False)
+        self._users = SpoolUsers(self.path)
+        self.recovery: RecoveryReport | None = prepare_file(
+            self.path, self.backup_dir, self._users, now_ms=now())
+        self._open_checked()
+        if self.recovery is not None:
+            rebuild_damaged_backups(self, self.recovery, now())
+
+    def _open_checked(self) -> None:
+        try:
+            self._connect()
+            self._ensure_schema()
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise
+            # Others had the file open, so the full check was skipped; recover now, once.
+            self._conn.close()
+            self.recovery = recover_in_use(self.path, self.backup_dir, str(exc), self._inode,
+                                           now_ms=self._now()) or self.recovery
+            self._connect()
+            self._ensure_schema()
+
+    def _connect(self) -> None:
+        self._conn = sqlite3.connect(self.path, isolation_level=None,
+                                     timeout=self._busy_timeout_ms / 1000, check_same_thread=False)
+        self._inode = os.stat(self.path).st_ino
         os.chmod(self.path, 0o600)
-        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        self._conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
-        self._ensure_schema()
+        self._conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
+        self._conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
 
     def close(self) -> None:
         """Close this process's connection."""
         self._conn.close()
+        self._users.release()
+
+    def reopen_if_replaced(self) -> bool:
+        """Reconnect when another process quarantined and rebuilt the file; True if it did."""
+        try:
+            replaced = os.stat(self.path).st_ino != self._inode
+        except FileNotFoundError:
+            return False  # mid-rebuild: the new file appears in a moment
+        if replaced:
+            self._conn.close()
+            self._connect()
+        return replaced
 
     def _ensure_schema(self) -> None:
         with self._write():
@@ -86,10 +150,12 @@ class Spool:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            # Also after a failed COMMIT (disk full): never leave the connection mid-transaction.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     def size_bytes(self) -> int:
         """Bytes the spool occupies on disk, including its write-ahead log."""
@@ -101,39 +167,83 @@ class Spool:
                 pass
         return total
 
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the main file without waiting; True when all of it was copied.
+
+        On a nearly full disk this is what lets writes go on: the WAL is then reused from its
+        start instead of growing (automatic checkpoints only come after ~4 MB of it).
+        """
+        try:
+            busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.DatabaseError:
+            return False
+        return busy == 0 and frames == copied
+
+    def used_bytes(self) -> int:
+        """Bytes holding data: the file less its free pages (reused before the file grows)."""
+        pages, free, size = (self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+                             for name in ("page_count", "freelist_count", "page_size"))
+        return (pages - free) * size
+
     def _check_cap(self) -> None:
-        if self.max_bytes is not None and self.size_bytes() >= self.max_bytes:
+        # The file never shrinks, so at the cap look at what is in use: pruned space is reusable.
+        if self.max_bytes is None or self.size_bytes() < self.max_bytes:
+            return
+        if self.used_bytes() >= self.max_bytes:
             raise SpoolFull(f"spool {self.path} reached its cap of {self.max_bytes} bytes")
 
     # --- capture side -------------------------------------------------------------------
 
     def open_session(self, session_id: str, *, mac: str, mac_valid: bool, mac_source: str,
                      started_ms: int, owner: str) -> tuple[int, int]:
-        """Register (or re-own) a session; return its last sequence number and report time."""
+        """Register (or re-own) a session; return its last sequence number and report time.
+
+        Turns a previous owner left open (its process died mid-turn) are sealed: nobody will
+        finish them, and an open turn would hold back delivery of everything after it.
+        """
         with self._write() as conn:
+            before = conn.execute("SELECT owner FROM sessions WHERE session_id=?", (session_id,)).fetchone()
             conn.execute(
                 "INSERT INTO sessions (session_id, mac, mac_valid, mac_source, started_ms, owner,"
                 " updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET"
                 " owner=excluded.owner, ended_ms=NULL, end_reason=NULL, updated_ms=excluded.updated_ms",
                 (session_id, mac, int(mac_valid), mac_source, started_ms, owner, started_ms))
-            last_seq, last_report = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(report_ms), 0) FROM turns"
-                " WHERE session_id=?", (session_id,)).fetchone()
+            if before is not None and before[0] != owner:
+                self._seal_open(conn, session_id, started_ms)
+        return self.session_position(session_id)
+
+    def session_position(self, session_id: str) -> tuple[int, int]:
+        """A session's last sequence number and report time, read only (works on a full disk)."""
+        last_seq, last_report = self._conn.execute(
+            "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(report_ms), 0) FROM turns"
+            " WHERE session_id=?", (session_id,)).fetchone()
         return int(last_seq), int(last_report)
+
+    def record_loss(self, session_id: str | None, kind: str, count: int, detail: str = "") -> None:
+        """Count what could not be kept, where support staff will see it."""
+        self._conn.execute("INSERT INTO losses VALUES (?, ?, ?, ?, ?)",
+                           (self._now(), session_id, kind, count, detail[:1000]))
+
+    def losses(self, session_id: str | None = None) -> dict[str, int]:
+        """Counted losses by kind, for one session or the whole spool."""
+        query, params = "SELECT kind, SUM(count) FROM losses", ()
+        if session_id is not None:
+            query, params = query + " WHERE session_id=?", (session_id,)
+        return {k: int(v) for k, v in self._conn.execute(query + " GROUP BY kind", params)}
 
     def insert_turn(self, turn: Turn) -> None:
         """Store a new turn; returns only once it has committed."""
         self._check_cap()
         try:
             self._conn.execute(
-                f"INSERT INTO turns ({_TURN_COLUMNS}, updated_ms) VALUES"
+                f"INSERT INTO turns ({TURN_FIELDS}, updated_ms) VALUES"
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (turn.session_id, turn.seq, int(turn.chat_type), turn.content, turn.report_ms,
                  turn.captured_ms, int(turn.interrupted), turn.status.value, turn.attempts,
                  turn.last_error, turn.next_attempt_ms, turn.wire_time, turn.delivered_ms,
                  turn.captured_ms))
         except sqlite3.IntegrityError as exc:
-            raise SpoolError(f"turn {turn.turn_id} is already stored") from exc
+            raise DuplicateTurn(f"turn {turn.turn_id} is already stored") from exc
 
     def update_open_turn(self, session_id: str, seq: int, *, content: str,
                          interrupted: bool = False, seal: bool = False, now_ms: int) -> bool:
@@ -166,42 +276,46 @@ class Spool:
     def end_session(self, session_id: str, *, ended_ms: int, reason: str) -> int:
         """Seal what is still open and mark the session ended; return turns sealed."""
         with self._write() as conn:
-            sealed = conn.execute(
-                "UPDATE turns SET status='pending', updated_ms=? WHERE session_id=?"
-                " AND status='open' AND content<>''", (ended_ms, session_id)).rowcount
-            empty = conn.execute(
-                "UPDATE turns SET status='skipped', updated_ms=? WHERE session_id=?"
-                " AND status='open'", (ended_ms, session_id)).rowcount
-            conn.execute(
-                "UPDATE sessions SET ended_ms=?, end_reason=?, skipped=skipped+?, updated_ms=?"
-                " WHERE session_id=?", (ended_ms, reason, empty, ended_ms, session_id))
+            sealed = self._seal_open(conn, session_id, ended_ms)
+            conn.execute("UPDATE sessions SET ended_ms=?, end_reason=?, updated_ms=? WHERE session_id=?",
+                         (ended_ms, reason, ended_ms, session_id))
+        return sealed
+
+    @staticmethod
+    def _seal_open(conn: sqlite3.Connection, session_id: str, now_ms: int) -> int:
+        """Open turns with words become pending, empty ones skipped (counted); returns sealed."""
+        sealed = conn.execute("UPDATE turns SET status='pending', updated_ms=? WHERE session_id=?"
+                              " AND status='open' AND content<>''", (now_ms, session_id)).rowcount
+        empty = conn.execute("UPDATE turns SET status='skipped', updated_ms=? WHERE session_id=?"
+                             " AND status='open'", (now_ms, session_id)).rowcount
+        conn.execute("UPDATE sessions SET skipped=skipped+? WHERE session_id=?", (empty, session_id))
         return sealed
 
     # --- reading --------------------------------------------------------------------------
 
     def session(self, session_id: str) -> SessionRecord | None:
         """One session's record, or None."""
-        row = self._conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id=?",
+        row = self._conn.execute(f"SELECT {SESSION_FIELDS} FROM sessions WHERE session_id=?",
                                  (session_id,)).fetchone()
-        return _session(row) if row else None
+        return session_record(row) if row else None
 
     def sessions(self, *, live: bool | None = None) -> list[SessionRecord]:
         """All sessions, oldest first; ``live`` filters on whether they have ended."""
         where = "" if live is None else ("WHERE ended_ms IS NULL" if live else "WHERE ended_ms IS NOT NULL")
-        rows = self._conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions {where}"
+        rows = self._conn.execute(f"SELECT {SESSION_FIELDS} FROM sessions {where}"
                                   " ORDER BY started_ms, session_id").fetchall()
-        return [_session(row) for row in rows]
+        return [session_record(row) for row in rows]
 
     def turns(self, session_id: str, statuses: Iterable[TurnStatus] | None = None) -> list[Turn]:
         """A session's turns in conversation order, optionally only those in ``statuses``."""
-        query = f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id=?"
+        query = f"SELECT {TURN_FIELDS} FROM turns WHERE session_id=?"
         params: list[object] = [session_id]
         if statuses is not None:
             wanted = [TurnStatus(s).value for s in statuses]
             query += f" AND status IN ({','.join('?' * len(wanted))})"
             params += wanted
         rows = self._conn.execute(query + " ORDER BY seq", params).fetchall()
-        return [_turn(row) for row in rows]
+        return [turn_record(row) for row in rows]
 
     def status_counts(self, session_id: str | None = None) -> dict[str, int]:
         """How many turns are in each status, for one session or the whole spool."""
@@ -218,22 +332,29 @@ class Spool:
     # --- shipper side ---------------------------------------------------------------------
 
     def backlog(self) -> list[Backlog]:
-        """One summary per session that has turns waiting for delivery."""
+        """One summary per session that has turns waiting for delivery.
+
+        A time recorded in the future means the wall clock jumped back since; how long ago it
+        really was is unknown, so such a retry time or capture time counts as already passed:
+        one early retry instead of waiting out the jump.
+        """
         rows = self._conn.execute(
             "SELECT t.session_id, s.mac, s.mac_valid, s.ended_ms IS NOT NULL, s.flush_requested,"
-            " COUNT(*), MIN(t.captured_ms), MIN(t.next_attempt_ms), SUM(t.status='parked')"
-            " FROM turns t JOIN sessions s ON s.session_id=t.session_id"
-            " WHERE t.status IN ('pending','parked') GROUP BY t.session_id").fetchall()
+            " COUNT(*), MIN(CASE WHEN t.captured_ms > :future THEN 0 ELSE t.captured_ms END),"
+            " MIN(CASE WHEN t.updated_ms > :future THEN 0 ELSE t.next_attempt_ms END),"
+            " SUM(t.status='parked') FROM turns t JOIN sessions s ON s.session_id=t.session_id"
+            " WHERE t.status IN ('pending','parked') GROUP BY t.session_id",
+            {"future": self._now() + _CLOCK_SLACK_MS}).fetchall()
         return [Backlog(r[0], r[1], bool(r[2]), bool(r[3]), bool(r[4]), r[5], r[6], r[7], r[8])
                 for r in rows]
 
     def deliverable(self, session_id: str) -> list[Turn]:
         """Waiting turns in order, up to (not past) the first turn still being captured."""
         rows = self._conn.execute(
-            f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id=? AND status IN ('pending','parked')"
+            f"SELECT {TURN_FIELDS} FROM turns WHERE session_id=? AND status IN ('pending','parked')"
             " AND seq < COALESCE((SELECT MIN(seq) FROM turns WHERE session_id=? AND status='open'),"
             " 9223372036854775807) ORDER BY seq", (session_id, session_id)).fetchall()
-        return [_turn(row) for row in rows]
+        return [turn_record(row) for row in rows]
 
     def parts_sent(self, session_id: str, seq: int) -> int:
         """How many parts of a split turn the Manager already accepted."""
@@ -293,17 +414,3 @@ class Spool:
         with self._write() as conn:
             yield conn
 
-
-def _turn(row: tuple) -> Turn:
-    (session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, status,
-     attempts, last_error, next_attempt_ms, wire_time, delivered_ms) = row
-    return Turn(session_id, seq, ChatType(chat_type), content, report_ms, captured_ms,
-                bool(interrupted), TurnStatus(status), attempts, last_error, next_attempt_ms,
-                wire_time, delivered_ms)
-
-
-def _session(row: tuple) -> SessionRecord:
-    (session_id, mac, mac_valid, mac_source, started_ms, ended_ms, end_reason, owner,
-     agent_id, skipped, last_wire_time) = row
-    return SessionRecord(session_id, mac, bool(mac_valid), mac_source, started_ms, ended_ms,
-                         end_reason, owner, agent_id, skipped, last_wire_time)

@@ -1,4 +1,12 @@
-"""The spool's tables; bump SCHEMA_VERSION when they change."""
+"""The spool's tables and how their rows become records.
+
+Bump SCHEMA_VERSION when an older voicelog could no longer use the tables; an added table
+is not such a change (older code ignores it), so ``losses`` kept version 1.
+"""
+
+from __future__ import annotations
+
+from services.models import ChatType, SessionRecord, Turn, TurnStatus
 
 SCHEMA_VERSION = 1
 
@@ -36,4 +44,42 @@ SCHEMA = (
         updated_ms INTEGER NOT NULL,
         UNIQUE (session_id, seq))""",
     "CREATE INDEX IF NOT EXISTS turns_by_status ON turns (status, session_id, seq)",
+    # What could not be kept, counted where support staff and the shipper can see it:
+    # capture writes dropped while the disk was full, turns lost to a damaged spool file.
+    """CREATE TABLE IF NOT EXISTS losses (
+        at_ms INTEGER NOT NULL,
+        session_id TEXT,
+        kind TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        detail TEXT)""",
 )
+
+TURN_COLUMNS = ("session_id", "seq", "chat_type", "content", "report_ms", "captured_ms",
+                "interrupted", "status", "attempts", "last_error", "next_attempt_ms", "wire_time",
+                "parts_sent", "delivered_ms", "updated_ms")
+SESSION_COLUMNS = ("session_id", "mac", "mac_valid", "mac_source", "started_ms", "ended_ms",
+                   "end_reason", "owner", "agent_id", "skipped", "last_wire_time",
+                   "flush_requested", "updated_ms")
+
+# The columns read into records, in the order turn_record / session_record unpack them.
+TURN_FIELDS = ("session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, "
+               "status, attempts, last_error, next_attempt_ms, wire_time, delivered_ms")
+SESSION_FIELDS = ("session_id, mac, mac_valid, mac_source, started_ms, ended_ms, end_reason, "
+                  "owner, agent_id, skipped, last_wire_time")
+
+
+def turn_record(row: tuple) -> Turn:
+    """A Turn from a row of TURN_FIELDS."""
+    (session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, status,
+     attempts, last_error, next_attempt_ms, wire_time, delivered_ms) = row
+    return Turn(session_id, seq, ChatType(chat_type), content, report_ms, captured_ms,
+                bool(interrupted), TurnStatus(status), attempts, last_error, next_attempt_ms,
+                wire_time, delivered_ms)
+
+
+def session_record(row: tuple) -> SessionRecord:
+    """A SessionRecord from a row of SESSION_FIELDS."""
+    (session_id, mac, mac_valid, mac_source, started_ms, ended_ms, end_reason, owner,
+     agent_id, skipped, last_wire_time) = row
+    return SessionRecord(session_id, mac, bool(mac_valid), mac_source, started_ms, ended_ms,
+                         end_reason, owner, agent_id, skipped, last_wire_time)
