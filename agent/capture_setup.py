@@ -12,6 +12,7 @@ from handlers.opt_out import OptedOutCapture, opted_out
 from services.backup import BackupWriter
 from services.chat_history_service import ChatHistoryService
 from services.config import Settings
+from services.content_cipher import cipher_from_settings
 from services.identity import DeviceIdentity
 from services.spool import Spool
 
@@ -41,4 +42,4 @@ def open_spool(settings: Settings, *, busy_timeout_ms: int = 5000) -> Spool:
     history = settings.chat_history
     return Spool(history.spool_file, durability=history.durability,
                  max_bytes=history.spool_max_mb * 1024 * 1024, busy_timeout_ms=busy_timeout_ms,
-                 backup_dir=history.backup_dir)
+                 backup_dir=history.backup_dir, cipher=cipher_from_settings(history))

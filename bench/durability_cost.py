@@ -21,18 +21,22 @@ from pathlib import Path
 
 from services.chat_history_service import ChatHistoryService
 from services.config import ChatHistorySettings, LoggingSettings
+from services.content_cipher import ContentCipher, generate_key
 from services.identity import resolve_identity
 from services.logging_setup import configure_logging
 from services.models import ChatType
 from services.spool import Spool
 
-LEVELS = ("process", "power")
+# "process+enc" is the default durability with content encryption on (chat_history.encrypt_content).
+LEVELS = ("process", "process+enc", "power")
 TEXT = "Can you tell me a story about a dragon 🐉 who learned to breathe bubbles?"
 
 
 def timed_turns(directory: Path, level: str, turns: int, round_index: int) -> list[float]:
     """Microseconds per add_message for ``turns`` turns into a fresh spool at ``level``."""
-    spool = Spool(directory / f"{level}-{round_index}.db", durability=level)
+    durability, _, encrypted = level.partition("+")
+    cipher = ContentCipher([generate_key()]) if encrypted else None
+    spool = Spool(directory / f"{durability}{encrypted}-{round_index}.db", durability=durability, cipher=cipher)
     service = ChatHistoryService(spool, resolve_identity(f"bench-{level}-{round_index}_6825ddba3978"),
                                  ChatHistorySettings())
     for _ in range(50):  # warm-up: page cache, statement cache, WAL file grown
@@ -74,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                 samples[level] += timed_turns(directory, level, args.turns, round_index)
         print(f"add_message latency, {args.rounds} x {args.turns} turns per level, "
               f"{os.cpu_count()} CPUs, on: {describe(directory)}")
-        print(f"{'durability':<10} {'p50 us':>8} {'p90 us':>8} {'p99 us':>8} {'max us':>9} {'mean us':>8}")
+        print(f"{'durability':<12} {'p50 us':>8} {'p90 us':>8} {'p99 us':>8} {'max us':>9} {'mean us':>8}")
         for level, values in samples.items():
             ordered = sorted(values)
-            print(f"{level:<10} {percentile(ordered, 50):>8.1f} {percentile(ordered, 90):>8.1f} "
+            print(f"{level:<12} {percentile(ordered, 50):>8.1f} {percentile(ordered, 90):>8.1f} "
                   f"{percentile(ordered, 99):>8.1f} {ordered[-1]:>9.1f} {statistics.fmean(values):>8.1f}")
     return 0
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from cli.backups_views import (export_views, open_catalog, open_spool, print_json, session_filter,
-                               warn_unreadable, with_manager)
+from cli.backups_views import (export_views, open_catalog, open_spool, print_json, readable,
+                               session_filter, warn_unreadable, with_manager)
 from services.backup import BackupWriter
 from services.backup_catalog import BackupError
 from services.backup_verify import rewrite_from_spool, verify
@@ -258,6 +258,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         except (KeyError, ValueError, BackupError) as exc:
             print(f"voicelog: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 1
+    view = readable(view, settings)
     if args.json:
         print_json(session_json(view))
     else:
@@ -349,7 +350,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
     with open_catalog(settings) as catalog:
         try:
-            views = export_views(catalog, args)
+            views = [readable(v, settings) for v in export_views(catalog, args)]
         except (KeyError, ValueError, BackupError) as exc:
             print(f"voicelog: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -35,6 +36,31 @@ def export_views(catalog: Catalog, args: argparse.Namespace) -> list[SessionView
     views = catalog.summaries(session_filter(args))
     return [catalog.load(str(v.backup_path) if v.source == "backup" else v.session.session_id)
             for v in views]
+
+
+def readable(view: SessionView, settings: Settings) -> SessionView:
+    """The view with encrypted content opened for display (or marked when no key opens it)."""
+    from services.content_cipher import ContentKeyError, cipher_from_settings, is_sealed
+
+    if not any(is_sealed(t.content) for t in view.turns):
+        return view
+    cipher = cipher_from_settings(replace(settings.chat_history, encrypt_content=True)) \
+        if _has_key(settings) else None
+
+    def opened(text: str) -> str:
+        if not is_sealed(text):
+            return text
+        try:
+            return cipher.open(text) if cipher else "[encrypted: no key configured]"
+        except ContentKeyError:
+            return "[encrypted: none of the configured keys opens it]"
+
+    return replace(view, turns=tuple(replace(t, content=opened(t.content)) for t in view.turns))
+
+
+def _has_key(settings: Settings) -> bool:
+    history = settings.chat_history
+    return bool(os.environ.get(history.encryption_keys_env) or history.encryption_keys_file)
 
 
 def open_spool(settings: Settings, *, create: bool) -> Spool | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class PruneReport:
     removed: list[PrunedSession] = field(default_factory=list)
     kept_undelivered: list[PrunedSession] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    quarantine_removed: list[str] = field(default_factory=list)
 
     @property
     def turns_removed(self) -> int:
@@ -77,7 +79,25 @@ def prune(spool: Spool, backup_writer_or_dir: BackupWriter | str | os.PathLike[s
         report.removed = _delete_sessions(spool, report.removed, cutoff, undelivered_cutoff)
         _delete_files(writer, report)
     _prune_orphan_files(spool, writer, report)
+    if include_undelivered and not dry_run:
+        _prune_quarantine(writer.backup_dir, now_ms, settings, report)
     return report
+
+
+def _prune_quarantine(backup_dir: Path, now_ms: int, settings: ChatHistorySettings,
+                      report: PruneReport) -> None:
+    """Quarantined copies go when undelivered turns would: their intact turns were recovered."""
+    quarantine = Path(backup_dir) / "quarantine"
+    if not quarantine.is_dir():
+        return
+    keep_ms = max(settings.retention_days, settings.max_undelivered_days) * DAY_MS
+    for folder in quarantine.iterdir():
+        try:
+            if folder.is_dir() and now_ms - folder.stat().st_mtime * 1000 > keep_ms:
+                shutil.rmtree(folder)
+                report.quarantine_removed.append(str(folder))
+        except OSError as exc:
+            report.errors.append(f"{folder}: {exc.strerror}")
 
 
 def expiring_undelivered(spool: Spool, settings: ChatHistorySettings, *, now_ms: int,

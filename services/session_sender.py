@@ -16,6 +16,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random
 from services.auth_gate import AuthGate
 from services.clock import wall_ms
 from services.config import ManagerApiSettings, ShipperSettings
+from services.content_cipher import ContentKeyError, is_sealed
 from services.delivery import DeliveryResult, Outcome, Report, SessionMessage, SessionUpload
 from services.manager_api import ManagerApiClient
 from services.metrics import Metrics
@@ -24,6 +25,8 @@ from services.spool import Spool
 from services.wire import first_wire_time, idempotency_key, wire_parts
 
 log = structlog.get_logger("voicelog.shipper")
+UNREADABLE_REASON = ("content is encrypted with a key this box does not have; configure "
+                     "chat_history encryption keys, then replay")
 NO_MAC_REASON = "session has no valid device MAC; replay it with --mac once the device is known"
 
 
@@ -70,7 +73,10 @@ class SessionSender:
             if self.stopping.is_set():
                 result.held += len(turns) - index  # shutting down: the rest stays spooled
                 return result
-            parts = wire_parts(turn.content, self.api.max_content_chars)
+            text = self._plaintext(turn)
+            if text is None:
+                return self._park(session, turns[index:], UNREADABLE_REASON, result)
+            parts = wire_parts(text, self.api.max_content_chars)
             wire, last_wire = self._pin_wire_time(turn, last_wire, len(parts))
             outcome = await self._send_parts(session, turn, parts, wire)
             if outcome.outcome is Outcome.DELIVERED:
@@ -85,6 +91,17 @@ class SessionSender:
                 result.held += 1
                 return result
         return result
+
+    def _plaintext(self, turn: Turn) -> str | None:
+        """The words to send; None when they are sealed with a key this box does not have."""
+        if not is_sealed(turn.content):
+            return turn.content
+        if self.spool.cipher is None:
+            return None
+        try:
+            return self.spool.cipher.open(turn.content)
+        except ContentKeyError:
+            return None
 
     def _pin_wire_time(self, turn: Turn, last_wire: int, parts: int) -> tuple[int, int]:
         if turn.wire_time is not None:
@@ -110,7 +127,10 @@ class SessionSender:
         messages: list[SessionMessage] = []
         last_wire = session.last_wire_time
         for turn in turns:
-            parts = wire_parts(turn.content, self.api.max_content_chars)
+            text = self._plaintext(turn)
+            if text is None:
+                return self._park(session, turns, UNREADABLE_REASON)
+            parts = wire_parts(text, self.api.max_content_chars)
             wire, last_wire = self._pin_wire_time(turn, last_wire, len(parts))
             messages += [SessionMessage(int(turn.chat_type), part, wire + i) for i, part in enumerate(parts)]
         upload = SessionUpload(session.mac, session.session_id, session.agent_id, tuple(messages),

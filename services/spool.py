@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.clock import wall_ms
+from services.content_cipher import ContentCipher, is_sealed
 from services.models import SessionRecord, Turn, TurnStatus
 from services.spool_recovery import (
     RecoveryReport,
@@ -77,9 +78,12 @@ class Spool:
     def __init__(self, path: str | os.PathLike[str], *, durability: str = "process",
                  max_bytes: int | None = None, busy_timeout_ms: int = 5000,
                  backup_dir: str | os.PathLike[str] | None = None,
-                 now: Callable[[], int] = wall_ms) -> None:
+                 now: Callable[[], int] = wall_ms, cipher: ContentCipher | None = None) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
+        # With a cipher, content is sealed on the way in and stays sealed in every copy made
+        # from the spool (backups, quarantine); only delivery and display open it.
+        self.cipher = cipher
         # Default layout: the spool lives in the backup folder (<backup_dir>/spool.db).
         self.backup_dir = Path(backup_dir) if backup_dir is not None else self.path.parent
         self._durability, self._busy_timeout_ms, self._now = durability, busy_timeout_ms, now
@@ -238,7 +242,7 @@ class Spool:
             self._conn.execute(
                 f"INSERT INTO turns ({TURN_FIELDS}, updated_ms) VALUES"
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (turn.session_id, turn.seq, int(turn.chat_type), turn.content, turn.report_ms,
+                (turn.session_id, turn.seq, int(turn.chat_type), self._seal(turn.content), turn.report_ms,
                  turn.captured_ms, int(turn.interrupted), turn.status.value, turn.attempts,
                  turn.last_error, turn.next_attempt_ms, turn.wire_time, turn.delivered_ms,
                  turn.captured_ms))
@@ -252,8 +256,15 @@ class Spool:
         cursor = self._conn.execute(
             "UPDATE turns SET content=?, interrupted=?, status=?, updated_ms=?"
             " WHERE session_id=? AND seq=? AND status='open'",
-            (content, int(interrupted), status.value, now_ms, session_id, seq))
+            (self._seal(content), int(interrupted), status.value, now_ms, session_id, seq))
         return cursor.rowcount == 1
+
+    def _seal(self, content: str) -> str:
+        # Empty stays empty ("nothing said" must remain visible to the SQL that skips it);
+        # content imported already sealed (from another box's backup) is kept as it is.
+        if self.cipher is None or not content or is_sealed(content):
+            return content
+        return self.cipher.seal(content)
 
     def skip_open_turn(self, session_id: str, seq: int, *, now_ms: int) -> None:
         """Mark a reserved turn that never got any words as skipped."""

@@ -96,3 +96,23 @@ def test_retention_drops_old_delivered_and_overdue_undelivered_and_warns_before(
     assert {s.session_id for s in report.removed} == {old_delivered, overdue}
     left = {s.session_id for s in spool.sessions()}
     assert left == {fresh_delivered, old_undelivered, expiring}
+
+
+def test_quarantined_copies_expire_with_undelivered_turns(tmp_path):
+    """A quarantine folder older than max_undelivered_days is removed by the automatic prune."""
+    from agent.capture_setup import open_spool
+    from services.retention import prune
+
+    settings = make_settings(tmp_path, chat_history={"max_undelivered_days": 30})
+    spool = open_spool(settings)
+    old = tmp_path / "backups" / "quarantine" / "20260101T000000Z"
+    fresh = tmp_path / "backups" / "quarantine" / "20261120T000000Z"
+    for folder, age_days in ((old, 40), (fresh, 2)):
+        folder.mkdir(parents=True)
+        (folder / "spool.db").write_bytes(b"damaged copy with words")
+        when = 1_800_000_000 - age_days * 86_400
+        os.utime(folder, (when, when))
+    report = prune(spool, settings.chat_history.backup_dir, settings.chat_history,
+                   now_ms=1_800_000_000_000, include_undelivered=True)
+    assert report.quarantine_removed == [str(old)]
+    assert not old.exists() and fresh.exists()
