@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,10 +116,23 @@ class Spool:
         self._inode = os.stat(self.path).st_ino
         os.chmod(self.path, 0o600)
         self._conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._enter_wal_mode()
         self._conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
         self._conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
         self._conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+
+    def _enter_wal_mode(self) -> None:
+        # Switching a brand-new file to WAL needs an exclusive lock, and SQLite answers BUSY at
+        # once (no busy handler) when another process is doing the same: retry, bounded.
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     def close(self) -> None:
         """Close this process's connection."""
