@@ -14,7 +14,7 @@ import contextlib
 import importlib.metadata
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -255,24 +255,32 @@ def build_shipper(settings: Settings, *, metrics: Metrics | None = None,
     return shipper, release
 
 
-async def run_shipper(settings: Settings, signals: StopSignals | None = None) -> ShipSummary:
-    """Run the shipper alone, with the operations side, until a stop signal; then drain."""
-    signals = signals or StopSignals()
+@contextlib.asynccontextmanager
+async def _operated_shipper(settings: Settings,
+                            signals: StopSignals) -> AsyncIterator[tuple[Shipper, Operations]]:
+    """A shipper with the operations side started; both stopped and released on exit."""
     signals.install()
     metrics, heartbeat = Metrics(), Heartbeat()
     shipper, release = build_shipper(settings, metrics=metrics, now=heartbeat)
     ops = Operations(settings, shipper, metrics, heartbeat)
     try:
         await ops.start(signals.stop)
+        yield shipper, ops
+    finally:
+        signals.stop.set()
+        await ops.aclose()
+        await release()
+
+
+async def run_shipper(settings: Settings, signals: StopSignals | None = None) -> ShipSummary:
+    """Run the shipper alone, with the operations side, until a stop signal; then drain."""
+    signals = signals or StopSignals()
+    async with _operated_shipper(settings, signals) as (shipper, ops):
         task = asyncio.create_task(shipper.run(signals.stop), name="voicelog-shipper")
         ops.watch("shipper", task)
         ops.ready("delivering")
         await _until_done_or_hurried(task, signals)
         return shipper.summary
-    finally:
-        signals.stop.set()
-        await ops.aclose()
-        await release()
 
 
 async def ship_once(settings: Settings, max_attempts: int) -> ShipSummary:
@@ -287,12 +295,7 @@ async def ship_once(settings: Settings, max_attempts: int) -> ShipSummary:
 async def run_daemon(settings: Settings, server: Any) -> int:
     """Run the LiveKit worker and the shipper until signalled; drain both; return 0."""
     signals = StopSignals()
-    signals.install()
-    metrics, heartbeat = Metrics(), Heartbeat()
-    shipper, release = build_shipper(settings, metrics=metrics, now=heartbeat)
-    ops = Operations(settings, shipper, metrics, heartbeat)
-    try:
-        await ops.start(signals.stop)
+    async with _operated_shipper(settings, signals) as (shipper, ops):
         worker = asyncio.create_task(server.run(), name="voicelog-livekit-worker")
         shipping = asyncio.create_task(shipper.run(signals.stop), name="voicelog-shipper")
         ops.watch("livekit_worker", worker)
@@ -310,10 +313,6 @@ async def run_daemon(settings: Settings, server: Any) -> int:
         await server.aclose()
         await _until_done_or_hurried(shipping, signals)
         return 0
-    finally:
-        signals.stop.set()
-        await ops.aclose()
-        await release()
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
