@@ -1,0 +1,111 @@
+"""Delivery throughput, report and session mode: voicelog's shipper beside the ceiling and the naive sender.
+
+Every variant sends the same sessions' turns, each session in order, ``concurrency`` sessions at
+a time, to the reference Manager (its own process) over MariaDB; the chat table is emptied
+between variants and the variants run interleaved ``rounds`` times, the median counting.
+voicelog runs exactly as ``voicelog ship --once`` does (``agent.daemon.ship_once``), in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from agent.capture_setup import open_spool
+from agent.daemon import ship_once
+from bench import senders
+from bench.common import (FilledSession, bench_settings, fill_spool, mac_for, ratio, report_bodies,
+                          session_bodies)
+from bench.manager_process import ManagerProcess, check_order, running_manager
+from services.config import Settings
+
+REPORT_VARIANTS = ("ceiling", "voicelog", "naive")
+SESSION_VARIANTS = ("ceiling_session", "voicelog_session")
+
+
+def _settings(work: Path, manager: ManagerProcess, sizes: Any, mode: str) -> Settings:
+    return bench_settings(work, manager.url, manager_api={"api_mode": mode},
+                          shipper={"max_concurrent_sessions": sizes.concurrency})
+
+
+def _timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
+    """Wall and CPU seconds (this process) of running ``work`` to completion on a fresh loop."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    asyncio.run(work())
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _one(variant: str, manager: ManagerProcess, work: Path, sizes: Any,
+         verdicts: dict[str, list[dict[str, int]]]) -> dict[str, float]:
+    """Run one variant over freshly captured sessions; returns its throughput and client CPU."""
+    mode = "session" if variant.endswith("session") else "report"
+    settings = _settings(work / variant, manager, sizes, mode)
+    spool = open_spool(settings)
+    filled = fill_spool(settings, spool, sizes.delivery_sessions, sizes.delivery_turns)
+    spool.close()
+    turns = sizes.delivery_sessions * sizes.delivery_turns
+    manager.truncate()
+    seconds, cpu = _timed(_sender(variant, manager.url, settings, filled, sizes.concurrency))
+    if variant.startswith("voicelog"):
+        verdicts[variant].append(check_order(manager.rows(), {f.session_id: f.contents for f in filled}))
+    elif manager.row_count() != turns:
+        raise RuntimeError(f"{variant} stored {manager.row_count()} of {turns} rows")
+    return {"turns_per_s": turns / seconds, "client_cpu_us_per_turn": cpu / turns * 1e6}
+
+
+def _sender(variant: str, url: str, settings: Settings, filled: list[FilledSession],
+            concurrency: int) -> Callable[[], Awaitable[Any]]:
+    if variant == "ceiling":
+        bodies = report_bodies(filled)
+        return lambda: senders.ceiling_reports(url, bodies, concurrency)
+    if variant == "naive":
+        bodies = report_bodies(filled)
+        return lambda: senders.naive_reports(url, bodies, concurrency)
+    if variant == "ceiling_session":
+        uploads = session_bodies(filled)
+        return lambda: senders.ceiling_sessions(url, uploads, concurrency)
+    return lambda: ship_once(settings, max_attempts=5)
+
+
+def _rounds(variants: tuple[str, ...], manager: ManagerProcess, work: Path, sizes: Any,
+            verdicts: dict[str, list[dict[str, int]]]) -> dict[str, dict[str, Any]]:
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    for number in range(sizes.delivery_rounds):
+        for variant in variants:
+            runs[variant].append(_one(variant, manager, work / f"round{number}", sizes, verdicts))
+    return {variant: {
+        "turns_per_s": round(statistics.median(r["turns_per_s"] for r in results), 1),
+        "client_cpu_us_per_turn": round(statistics.median(r["client_cpu_us_per_turn"] for r in results)),
+        "rounds_turns_per_s": [round(r["turns_per_s"], 1) for r in results],
+    } for variant, results in runs.items()}
+
+
+def _order(verdicts: list[dict[str, int]]) -> dict[str, Any]:
+    total = {key: sum(v[key] for v in verdicts) for key in verdicts[0]}
+    total["order_kept"] = not (total["lost"] or total["duplicated"] or total["sessions_out_of_order"])
+    return total
+
+
+def run(sizes: Any, work: Path) -> dict[str, Any]:
+    """Report mode (ceiling, voicelog, naive) then session mode, against one Manager process."""
+    verdicts: dict[str, list[dict[str, int]]] = {"voicelog": [], "voicelog_session": []}
+    macs = [mac_for(i) for i in range(sizes.delivery_sessions)]
+    with running_manager(work, macs) as manager:
+        report = _rounds(REPORT_VARIANTS, manager, work / "report", sizes, verdicts)
+        session = _rounds(SESSION_VARIANTS, manager, work / "session", sizes, verdicts)
+    load = {"sessions": sizes.delivery_sessions, "turns_per_session": sizes.delivery_turns,
+            "concurrency": sizes.concurrency, "rounds": sizes.delivery_rounds}
+    ceiling, voicelog, naive = (report[v]["turns_per_s"] for v in REPORT_VARIANTS)
+    session_rate = session["voicelog_session"]["turns_per_s"]
+    return {
+        "report": {"load": load, "variants": report, "order": _order(verdicts["voicelog"]),
+                   "voicelog_vs_ceiling": ratio(voicelog, ceiling),
+                   "voicelog_vs_naive": ratio(voicelog, naive)},
+        "session": {"load": load, "variants": session, "order": _order(verdicts["voicelog_session"]),
+                    "voicelog_vs_ceiling": ratio(session_rate, session["ceiling_session"]["turns_per_s"]),
+                    "session_vs_report": ratio(session_rate, voicelog, 1)},
+    }

@@ -1,0 +1,188 @@
+"""Turn a run's results into the targets verdict, the printed table and BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+BEGIN = "<!-- bench:results:begin (written by python -m bench; edit outside these markers) -->"
+END = "<!-- bench:results:end -->"
+CAPTURE_P99_US = 200
+REPORT_VS_CEILING = 0.90
+REPORT_VS_NAIVE = 1.5
+SESSION_VS_REPORT = 10
+BACKLOG_VS_CEILING = 0.90
+BACKLOG_RSS_MB = 50
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:,.2f}" if abs(value) < 10 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [header] + [[_num(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return lines
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue #7: what this run measured, whether it is met, and what bounds it here."""
+    found = []
+    if "capture" in results:
+        capture = results["capture"]
+        p99 = capture["default_level_worst_p99_us"]
+        worst = max((r for r in capture["rows"] if r["level"] == capture["default_level"]), key=lambda r: r["p99"])
+        found.append({"target": f"capture p99 stall <= {CAPTURE_P99_US} us (durability: process)",
+                      "measured": f"{p99} us", "met": p99 <= CAPTURE_P99_US,
+                      "context": f"CPU in the call p99 {worst['cpu_p99']} us"})
+    if "delivery" in results:
+        report, session = results["delivery"]["report"], results["delivery"]["session"]
+        rates = {**report["variants"], **session["variants"]}
+        cpu = {name: v["client_cpu_us_per_turn"] for name, v in rates.items()}
+        found.append({"target": f"report mode >= {REPORT_VS_CEILING:.0%} of ceiling, order kept",
+                      "measured": f"{report['voicelog_vs_ceiling']:.0%}, order kept: "
+                                  f"{_num(report['order']['order_kept'])}",
+                      "met": report["voicelog_vs_ceiling"] >= REPORT_VS_CEILING and report["order"]["order_kept"],
+                      "context": f"client CPU {cpu['voicelog']} vs {cpu['ceiling']} us/turn"})
+        ceiling_vs_naive = _ratio(rates["ceiling"]["turns_per_s"], rates["naive"]["turns_per_s"])
+        found.append({"target": f"report mode >= {REPORT_VS_NAIVE}x naive sender",
+                      "measured": f"{report['voicelog_vs_naive']}x",
+                      "met": report["voicelog_vs_naive"] >= REPORT_VS_NAIVE,
+                      "context": f"ceiling/naive {ceiling_vs_naive}x"})
+        ceilings = _ratio(rates["ceiling_session"]["turns_per_s"], rates["ceiling"]["turns_per_s"])
+        found.append({"target": f"session mode >= {SESSION_VS_REPORT}x report mode",
+                      "measured": f"{session['session_vs_report']}x",
+                      "met": session["session_vs_report"] >= SESSION_VS_REPORT,
+                      "context": f"the two ceilings differ {ceilings}x; voicelog reaches "
+                                 f"{session['voicelog_vs_ceiling']:.0%} of the session ceiling"})
+    if "backlog" in results:
+        backlog = results["backlog"]
+        growth = backlog["voicelog"]["rss_growth_mb"]
+        found.append({"target": f"{backlog['turns']:,}-turn backlog drains at >= {BACKLOG_VS_CEILING:.0%}"
+                                f" of ceiling, RSS growth <= {BACKLOG_RSS_MB} MB",
+                      "measured": f"{backlog['voicelog_vs_ceiling']:.0%}, +{growth} MB",
+                      "met": backlog["voicelog_vs_ceiling"] >= BACKLOG_VS_CEILING and growth <= BACKLOG_RSS_MB,
+                      "context": f"client CPU {backlog['voicelog']['client_cpu_us_per_turn']} us/turn"})
+    return found
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else math.nan
+
+
+def _capture(section: dict[str, Any]) -> list[str]:
+    rows = [[r["level"], r["sessions"], r["n"], r["p50"], r["p99"], r["p99_9"], r["max"], r["p99_vs_list"],
+             r["cpu_p50"], r["cpu_p99"], r["cpu_p99_9"]] for r in section["rows"]]
+    return ["### 1. Capture: event-loop stall per add_message (microseconds)", "",
+            *_table(["level", "sessions", "turns", "p50", "p99", "p99.9", "max", "p99 / list",
+                     "CPU p50", "CPU p99", "CPU p99.9"], rows), "",
+            "- stall = wall time of the call (the loop is blocked for all of it); CPU = this thread's CPU "
+            "time in the call. A stall far above its CPU is waiting: an fsync, or the process being "
+            "preempted on a busy machine."]
+
+
+def _delivery(section: dict[str, Any]) -> list[str]:
+    report, session = section["report"], section["session"]
+    load = report["load"]
+    rows = [[name, v["turns_per_s"], v["client_cpu_us_per_turn"], " / ".join(map(_num, v["rounds_turns_per_s"]))]
+            for part in (report, session) for name, v in part["variants"].items()]
+    order = report["order"]
+    return [f"### 2-3. Delivery to the reference Manager: {load['sessions']} sessions x "
+            f"{load['turns_per_session']} turns, {load['concurrency']} sessions in flight, "
+            f"median of {load['rounds']} interleaved rounds", "",
+            *_table(["variant", "turns/s", "client CPU us/turn", "each round (turns/s)"], rows), "",
+            f"- report mode: voicelog/ceiling **{report['voicelog_vs_ceiling']}**, "
+            f"voicelog/naive **{report['voicelog_vs_naive']}**; order in MariaDB: {order['sessions']} sessions, "
+            f"lost {order['lost']}, duplicated {order['duplicated']}, out of order {order['sessions_out_of_order']}",
+            f"- session mode: voicelog session/report **{session['session_vs_report']}x**, "
+            f"voicelog/ceiling (session endpoint) **{session['voicelog_vs_ceiling']}**; order: lost "
+            f"{session['order']['lost']}, out of order {session['order']['sessions_out_of_order']}"]
+
+
+def _latency(section: dict[str, Any]) -> list[str]:
+    lat = section["latency_ms"]
+    return ["### 4. End-to-end latency: capture to row committed in MariaDB (ms)", "",
+            *_table(["sessions", "turn gap (s)", "send_interval (s)", "batch", "poll (s)", "turns",
+                     "p50", "p99", "max"],
+                    [[section["sessions"], "-".join(map(_num, section["turn_gap_s"])), section["send_interval_s"],
+                      section["batch_size"], section["poll_interval_s"], section["delivered"],
+                      lat["p50"], lat["p99"], lat["max"]]])]
+
+
+def _backlog(section: dict[str, Any]) -> list[str]:
+    ceiling, voicelog = section["ceiling"], section["voicelog"]
+    rows = [["ceiling (keep-alive loop)", ceiling["turns_per_s"], ceiling["first_to_last_row_s"], "-", "-", "-"],
+            ["voicelog ship --once", voicelog["turns_per_s"], voicelog["first_to_last_row_s"],
+             voicelog["client_cpu_us_per_turn"], voicelog["rss_at_first_row_mb"], voicelog["rss_growth_mb"]]]
+    return [f"### 5. Backlog drain: {section['turns']:,} pending turns in {section['sessions']:,} sessions, "
+            f"{section['concurrency']} in flight", "",
+            *_table(["variant", "turns/s", "first-to-last row (s)", "client CPU us/turn", "RSS at start (MB)",
+                     "RSS growth (MB)"], rows), "",
+            f"- voicelog/ceiling **{section['voicelog_vs_ceiling']}**"]
+
+
+def _agents(section: dict[str, Any]) -> list[str]:
+    rows = [[s["sessions"], s["turns"], s["median_session_s"], s["slowdown"], s["loop_lag_p99_ms"], s["cpu_busy"],
+             s["cpu_us_per_turn"], s["capture_cpu_us_per_turn"], s["capture_share"], s["sustained"]]
+            for s in section["steps"]]
+    more = "" if section["ceiling_reached"] else " (the ramp ended before a step failed: at least this many)"
+    return [f"### 6. Agent scale: scripted AgentSessions in one process, time_scale {section['time_scale']}, "
+            f"{section['script_turns']}-turn script", "",
+            *_table(["sessions", "rows", "median session (s)", "slowdown", "loop lag p99 (ms)", "CPU busy",
+                     "CPU us/turn", "capture CPU us/turn", "capture share", "sustained"], rows), "",
+            f"- sustained: **{section['max_sustained_sessions']}** concurrent sessions{more}; capture "
+            f"{section['capture_cpu_us_per_turn']} us/turn ({section['capture_turn_path_us_per_turn']} in the "
+            f"turn handlers, {section['capture_session_end_us_per_turn']} at session end) of "
+            f"{section['cpu_us_per_turn']} us/turn for the whole session ({section['capture_share']:.1%})"]
+
+
+def table(results: dict[str, Any]) -> str:
+    """Every section that ran, as markdown tables, then the targets."""
+    renderers = {"capture": _capture, "delivery": _delivery, "latency": _latency, "backlog": _backlog,
+                 "agent_scale": _agents}
+    lines: list[str] = []
+    for name, render in renderers.items():
+        if name in results:
+            lines += [*render(results[name]), ""]
+    for name, error in results.get("failed", {}).items():
+        lines += [f"### {name}: FAILED", "", "```", error[-2000:], "```", ""]
+    if results.get("targets"):
+        lines += ["### Targets", "", *_table(["target", "measured", "met", "in this run"],
+                                             [[t["target"], t["measured"], t["met"], t["context"]]
+                                              for t in results["targets"]])]
+    return "\n".join(lines)
+
+
+def _machine(meta: dict[str, Any]) -> list[str]:
+    return [f"- date: {meta['date']}; commit {meta['commit']} "
+            f"(+{meta['uncommitted_files']} files changed by work in progress at run time)",
+            f"- machine: {meta['nproc']} cores, {meta['cpu']}, {meta['memory_gib']} GiB, Linux {meta['kernel']}",
+            f"- software: Python {meta['python']}, SQLite {meta['sqlite']}, MariaDB {meta['mariadb']}, "
+            f"aiohttp {meta['aiohttp']}, livekit-agents {meta['livekit_agents']}",
+            f"- command: `{meta['command']}`; section times (s): {meta.get('section_seconds', {})}",
+            f"- load average (1/5/15 min) at start and after each section: {meta.get('loadavg', {})}"]
+
+
+def write_markdown(path: Path, results: dict[str, Any], plot_name: str | None) -> None:
+    """Replace the generated block of BENCHMARKS.md, keeping the hand-written text around it."""
+    block = [BEGIN, "", "## Results of the last full run", "", *_machine(results["meta"]), ""]
+    if plot_name:
+        block += [f"![throughput, drain, capture stall and agent scale]({plot_name})", ""]
+    block += [table(results), "", END]
+    old = path.read_text(encoding="utf-8") if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in old or END not in old:
+        old = old.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = old.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(head + "\n".join(block) + tail, encoding="utf-8")
