@@ -94,7 +94,8 @@ def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
         structlog.processors.JSONRenderer(ensure_ascii=False) if as_json
         else structlog.dev.ConsoleRenderer(colors=_is_tty(stream)))
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info,
+        # Drop below-level events first, before any processor runs (capture logs at DEBUG).
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.processors.format_exc_info,
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,

@@ -111,14 +111,21 @@ class Shipper:
 
     async def _deliver_everything(self) -> None:
         tried: set[str] = set()
+        waiting: list[Backlog] = []
         while True:
-            self._reap_abandoned(force=True)
-            fresh = [b for b in self.spool.backlog() if b.session_id not in tried]
-            if not fresh and not self._active:
-                return
-            self._schedule(flush_all=True, only=fresh, tried=tried)
-            if self._active:
-                await asyncio.wait(list(self._active.values()), return_when=asyncio.FIRST_COMPLETED)
+            waiting = [b for b in waiting if b.session_id not in tried]
+            if not waiting:
+                # Re-read the backlog only when this pass's list is used up: the query scans
+                # every waiting turn, so running it per finished round dominated big drains.
+                self._reap_abandoned(force=True)
+                waiting = [b for b in self.spool.backlog() if b.session_id not in tried]
+                if not waiting and not self._active:
+                    return
+            self._schedule(flush_all=True, only=waiting, tried=tried)
+            if not self._active:
+                tried.update(b.session_id for b in waiting)  # none could start now: not this run
+                continue
+            await asyncio.wait(list(self._active.values()), return_when=asyncio.FIRST_COMPLETED)
 
     def _schedule(self, *, flush_all: bool, only: list[Backlog] | None = None,
                   tried: set[str] | None = None) -> None:
