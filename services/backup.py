@@ -122,12 +122,17 @@ class BackupWriter:
             return None
         target = self.path_for(session)
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with _locked(self.backup_dir / ".write.lock"):
+        with self.locked():
             # Read inside the lock so a slower writer can never replace newer state.
             session = spool.session(session_id) or session
             document = session_document(session, spool.turns(session_id), now_ms)
             self._replace(target, document)
         return target
+
+    def locked(self) -> _FileLock:
+        """The lock every writer and deleter of backup files holds while it changes one."""
+        self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return _FileLock(self.backup_dir / ".write.lock")
 
     def _replace(self, target: Path, document: dict[str, Any]) -> None:
         data = _render(document).encode("utf-8", "surrogatepass")
@@ -147,7 +152,7 @@ class BackupWriter:
             _fsync_dir(target.parent)
 
 
-class _locked:
+class _FileLock:
     """An exclusive advisory lock on one file for the duration of a with-block."""
 
     def __init__(self, lock_path: Path) -> None:

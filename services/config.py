@@ -8,7 +8,6 @@ values read as YAML scalars; plus the xiaozhi-compatible ``MANAGER_API_URL`` and
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 from collections.abc import Callable, Mapping

@@ -8,7 +8,6 @@ own short write transaction, that a session is still old and delivered before de
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -150,7 +149,7 @@ def _delete_sessions(spool: Spool, chosen: list[PrunedSession], cutoff: int,
 
 
 def _delete_files(writer: BackupWriter, report: PruneReport) -> None:
-    with _backup_write_lock(writer.backup_dir):
+    with writer.locked():
         for session in report.removed:
             if session.backup_file:
                 _unlink(Path(session.backup_file), report)
@@ -175,7 +174,7 @@ def _prune_orphan_files(spool: Spool, writer: BackupWriter, report: PruneReport)
         report.removed.append(PrunedSession(session.session_id, session.mac, session.ended_ms,
                                             len(backup.turns), undelivered, str(path)))
         if not report.dry_run:
-            with _backup_write_lock(writer.backup_dir):
+            with writer.locked():
                 _unlink(path, report)
 
 
@@ -189,20 +188,3 @@ def _unlink(path: Path, report: PruneReport) -> None:
         path.parent.rmdir()  # only succeeds once the day's folder is empty
     except OSError:
         pass
-
-
-class _backup_write_lock:
-    """The lock BackupWriter takes, so a delete never races a rewrite of the same folder."""
-
-    def __init__(self, backup_dir: Path) -> None:
-        self._path = Path(backup_dir) / ".write.lock"
-        self._fd = -1
-
-    def __enter__(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._fd = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)

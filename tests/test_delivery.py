@@ -4,7 +4,7 @@ import pytest
 
 from agent.capture_setup import open_spool
 from agent.simulate import generated_devices, simulate
-from services.models import ChatType, TurnStatus
+from services.models import TurnStatus
 from tests.delivery_kit import (capture_numbered, contents, delivery_settings, eventually,
                                 running_shipper)
 
