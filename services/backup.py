@@ -176,14 +176,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def backup_files(backup_dir: str | os.PathLike[str]) -> list[Path]:
-    """Every session backup file: ``*.json`` in the day folders only (never other JSON)."""
-    root = Path(backup_dir)
+def backup_files(backup_dir: str | os.PathLike[str], *, since_ms: int | None = None,
+                 until_ms: int | None = None) -> list[Path]:
+    """Session backup files (``*.json`` in day folders only), skipping days outside the range."""
+    first = _day(since_ms) if since_ms is not None else None
+    last = _day(until_ms - 1) if until_ms is not None else None
     try:
-        days = sorted(p for p in root.iterdir() if p.is_dir() and _DAY_DIR.match(p.name))
+        days = sorted(p for p in Path(backup_dir).iterdir() if p.is_dir() and _DAY_DIR.match(p.name))
     except FileNotFoundError:
         return []
-    return [f for day in days for f in sorted(day.glob("*.json")) if not f.name.startswith(".")]
+    return [f for day in days if not ((first and day.name < first) or (last and day.name > last))
+            for f in sorted(day.glob("*.json")) if not f.name.startswith(".")]
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
 
 
 def read_backup_document(path: Path) -> dict[str, Any]:

@@ -12,23 +12,21 @@ import functools
 import importlib.resources
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from services.backup import BACKUP_FORMAT, BACKUP_VERSION, BackupWriter, backup_file_name
+from services.backup import (BACKUP_FORMAT, BACKUP_VERSION, BackupWriter, backup_file_name,
+                             backup_files, iso_to_ms)
 from services.models import ChatType, SessionRecord, Turn, TurnStatus
 from services.spool import Spool
 
 # Package data, so an installed wheel validates against the same schema the docs describe.
 SCHEMA_PATH = importlib.resources.files("services") / "schemas" / "backup.schema.json"
 STATUSES = tuple(status.value for status in TurnStatus)
-_DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SESSION_COLUMNS = ("s.session_id, s.mac, s.mac_valid, s.mac_source, s.started_ms, s.ended_ms,"
                     " s.end_reason, s.owner, s.agent_id, s.skipped, s.last_wire_time")
 
@@ -91,14 +89,6 @@ def status_counts(turns: Iterable[Turn]) -> dict[str, int]:
 
 # --- times -----------------------------------------------------------------------------------
 
-def iso_to_ms(text: str | None) -> int | None:
-    """Epoch ms of an ISO 8601 time as backups write it; None stays None."""
-    if text is None:
-        return None
-    when = datetime.fromisoformat(text)
-    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
-
-
 # --- backup files ----------------------------------------------------------------------------
 
 @functools.cache
@@ -109,27 +99,6 @@ def backup_validator() -> Draft202012Validator:
     except OSError as exc:
         raise BackupError(f"cannot read the backup schema {SCHEMA_PATH}: {exc.strerror}") from exc
     return Draft202012Validator(schema)
-
-
-def backup_files(backup_dir: Path, *, since_ms: int | None = None,
-                 until_ms: int | None = None) -> list[Path]:
-    """Backup files under ``backup_dir`` (day folders only), skipping days outside the range."""
-    first = _day(since_ms) if since_ms is not None else None
-    last = _day(until_ms - 1) if until_ms is not None else None
-    found: list[Path] = []
-    try:
-        days = sorted(p for p in Path(backup_dir).iterdir() if p.is_dir() and _DAY_DIR.match(p.name))
-    except FileNotFoundError:
-        return []
-    for day in days:
-        if (first and day.name < first) or (last and day.name > last):
-            continue
-        found += sorted(p for p in day.glob("*.json") if not p.name.startswith("."))
-    return found
-
-
-def _day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
 
 
 def load_document(path: Path) -> dict[str, Any]:
