@@ -24,7 +24,7 @@ from agent.scripted import ScriptTurn, run_conversation
 from handlers.chat_capture import ChatCapture
 from services.config import Settings
 from services.identity import normalise_mac, resolve_identity
-from services.models import ChatType
+from services.models import ChatType, TurnStatus
 from services.spool import Spool
 
 log = structlog.get_logger("voicelog.simulate")
@@ -162,7 +162,7 @@ def _count(summary: SimulationSummary, capture: ChatCapture, spool: Spool) -> No
     summary.lost += stats.lost
     summary.capture_errors += capture.errors
     for turn in spool.turns(capture.service.session_id):
-        if turn.status.value == "skipped":
+        if turn.status is TurnStatus.SKIPPED:
             continue
         summary.user_turns += turn.chat_type == ChatType.USER
         summary.agent_turns += turn.chat_type == ChatType.AGENT

@@ -132,6 +132,8 @@ class Shipper:
         now = self._now()
         self._reap_abandoned()
         limit = self.settings.shipper.max_concurrent_sessions
+        if len(self._active) >= limit:
+            return  # no free slot: skip the backlog query, which scans every waiting turn
         history = self.settings.chat_history
         for backlog in self.spool.backlog() if only is None else only:
             if len(self._active) >= limit:
