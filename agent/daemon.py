@@ -19,16 +19,16 @@ from typing import Any
 
 import structlog
 
-from agent.capture_setup import open_spool
-from services.backup import BackupWriter
-from services.clock import wall_ms
-from services.config import Settings
-from services.http_api import MANAGER_PROBE_TTL, ManagerHealth, OpsHttpServer
-from services.manager_api import ManagerApiClient
-from services.metrics import BACKLOG_STATUSES, Metrics, SpoolStats
-from services.ownership import ShipperLock
-from services.sd_notify import Notifier
-from services.shipper import Shipper, ShipSummary
+from voicelog.agent.wiring import open_spool
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.domain._clock import wall_ms
+from voicelog.services.config._settings import Settings
+from voicelog.services.ops._http import MANAGER_PROBE_TTL, ManagerHealth, OpsHttpServer
+from voicelog.services.shipping.manager._client import ManagerApiClient
+from voicelog.services.ops._metrics import BACKLOG_STATUSES, Metrics, SpoolStats
+from voicelog.services.domain._ownership import ShipperLock
+from voicelog.services.ops._sd_notify import Notifier
+from voicelog.services.shipping._shipper import Shipper, ShipSummary
 
 log = structlog.get_logger("voicelog.daemon")
 # The shipper passes its loop every poll_interval; this many missed passes means it is stuck
@@ -174,7 +174,7 @@ class Operations:
 
     async def _prune_periodically(self, stop: asyncio.Event) -> None:
         try:
-            from services.retention import prune
+            from voicelog.services.privacy._retention import prune
         except ImportError:
             log.info("prune_unavailable_retention_module_missing")
             return
@@ -190,7 +190,7 @@ class Operations:
 
     def _prune_once(self, prune: Callable[..., Any]) -> None:
         # Its own connection: the shipper's is used by the event loop meanwhile.
-        from services.retention import expiring_undelivered
+        from voicelog.services.privacy._retention import expiring_undelivered
 
         spool = open_spool(self.settings)
         history = self.settings.chat_history
@@ -214,8 +214,8 @@ class Operations:
                      kept_undelivered=len(report.kept_undelivered), errors=report.errors[:5])
 
     def _fleet_channel(self) -> Any:
-        from services.logging_setup import add_secrets
-        from services.mqtt_fleet import FleetChannel, FleetCommands
+        from voicelog.services.ops._logging import add_secrets
+        from voicelog.services.ops._mqtt_fleet import FleetChannel, FleetCommands
 
         mqtt = self.settings.mqtt
         add_secrets(mqtt.password.reveal(), mqtt.command_key.reveal())

@@ -7,9 +7,9 @@ from typing import Any
 
 import structlog
 
-from agent.capture_setup import attach_capture, open_spool
-from services.config import ConfigError, Settings, load_settings
-from services.identity import resolve_identity
+from voicelog.agent.wiring import attach_capture, open_spool
+from voicelog.services.config._settings import ConfigError, Settings, load_settings
+from voicelog.services.domain._identity import resolve_identity
 
 log = structlog.get_logger("voicelog.agent")
 LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")

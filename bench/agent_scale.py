@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.capture_setup import attach_capture, open_spool
-from agent.scripted import run_conversation
-from agent.simulate import generated_devices
+from voicelog.agent.wiring import attach_capture, open_spool
+from voicelog.agent.simulation.scripted import run_conversation
+from voicelog.agent.simulation.run import generated_devices
 from bench.common import bench_settings, identity_for, percentile, ratio
-from handlers.chat_capture import ChatCapture
+from voicelog.handlers.chat_capture import ChatCapture
 
 SLOWDOWN_LIMIT = 1.10
 LAG_TICK = 0.01

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.capture_setup import open_spool
+from voicelog.agent.wiring import open_spool
 from bench import senders
 from bench.common import bench_settings, fill_spool, mac_for, ratio, report_bodies
 from bench.manager_process import REPO, ManagerProcess, process_rss_mb, running_manager

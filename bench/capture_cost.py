@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import bench_settings, identity_for, ratio, summary, text_for
-from services.backup import BackupWriter
-from services.chat_history_service import ChatHistoryService
-from services.models import ChatType
-from services.spool import Spool
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.domain._models import ChatType
+from voicelog.services.spool._spool import Spool
 
 LEVELS = ("list", "process", "power")
 DEFAULT_LEVEL = "process"

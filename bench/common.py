@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.chat_history_service import ChatHistoryService
-from services.config import LoggingSettings, Settings
-from services.identity import DeviceIdentity, resolve_identity
-from services.logging_setup import configure_logging
-from services.models import ChatType
-from services.spool import Spool
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import LoggingSettings, Settings
+from voicelog.services.domain._identity import DeviceIdentity, resolve_identity
+from voicelog.services.ops._logging import configure_logging
+from voicelog.services.domain._models import ChatType
+from voicelog.services.spool._spool import Spool
 from tests.settings_factory import make_settings
 
 SECRET = "bench-secret"

@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agent.capture_setup import open_spool
-from agent.daemon import ship_once
+from voicelog.agent.wiring import open_spool
+from voicelog.agent.daemon import ship_once
 from bench import senders
 from bench.common import (FilledSession, bench_settings, fill_spool, mac_for, ratio, report_bodies,
                           session_bodies)
 from bench.manager_process import ManagerProcess, check_order, running_manager
-from services.config import Settings
+from voicelog.services.config._settings import Settings
 
 REPORT_VARIANTS = ("ceiling", "voicelog", "naive")
 SESSION_VARIANTS = ("ceiling_session", "voicelog_session")

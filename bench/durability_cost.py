@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from services.chat_history_service import ChatHistoryService
-from services.config import ChatHistorySettings, LoggingSettings
-from services.content_cipher import ContentCipher, generate_key
-from services.identity import resolve_identity
-from services.logging_setup import configure_logging
-from services.models import ChatType
-from services.spool import Spool
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import ChatHistorySettings, LoggingSettings
+from voicelog.services.sealing._cipher import ContentCipher, generate_key
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.ops._logging import configure_logging
+from voicelog.services.domain._models import ChatType
+from voicelog.services.spool._spool import Spool
 
 # "process+enc" is the default durability with content encryption on (chat_history.encrypt_content).
 LEVELS = ("process", "process+enc", "power")

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.capture_setup import open_spool
-from agent.daemon import build_shipper
+from voicelog.agent.wiring import open_spool
+from voicelog.agent.daemon import build_shipper
 from bench.common import TEXTS, bench_settings, identity_for, mac_for, summary
 from bench.manager_process import ManagerProcess, epoch, running_manager
-from services.backup import BackupWriter
-from services.chat_history_service import ChatHistoryService
-from services.config import Settings
-from services.models import ChatType
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import Settings
+from voicelog.services.domain._models import ChatType
 
 DELIVERY_TIMEOUT = 60.0
 

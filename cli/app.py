@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from services.config import ConfigError, Settings, load_settings
-from services.logging_setup import configure_logging, settings_secrets
+from voicelog.services.config._settings import ConfigError, Settings, load_settings
+from voicelog.services.ops._logging import configure_logging, settings_secrets
 
 EPILOG = """examples:
   voicelog simulate --sessions 20 --turns 10      # drive simulated toys through the real capture path
@@ -19,7 +19,9 @@ configuration: --config PATH or $VOICELOG_CONFIG; override keys with VOICELOG__S
 
 def build_parser() -> argparse.ArgumentParser:
     """All commands and their options."""
-    from cli import backups_commands, ops_commands, run_commands
+    from voicelog.cli.commands import backups as backups_commands
+    from voicelog.cli.commands import ops as ops_commands
+    from voicelog.cli.commands import run as run_commands
 
     parser = argparse.ArgumentParser(prog="voicelog", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -20,9 +20,9 @@ from typing import Any
 
 import structlog
 
-from services.chat_history_service import ChatHistoryService
-from services.models import ChatType, Turn
-from services.text import clean_transcript, join_segments
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.domain._models import ChatType, Turn
+from voicelog.services.domain._text import clean_transcript, join_segments
 
 log = structlog.get_logger("voicelog.capture")
 

@@ -6,12 +6,12 @@ Prints "ack N" on stdout once ``add_message`` returned for turn N.
 
 import sys
 
-from services.chat_history_service import ChatHistoryService
-from services.config import ChatHistorySettings, LoggingSettings
-from services.identity import resolve_identity
-from services.logging_setup import configure_logging
-from services.models import ChatType
-from services.spool import Spool
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import ChatHistorySettings, LoggingSettings
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.ops._logging import configure_logging
+from voicelog.services.domain._models import ChatType
+from voicelog.services.spool._spool import Spool
 
 
 def main(argv: list[str]) -> int:

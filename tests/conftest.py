@@ -5,8 +5,8 @@ from typing import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from services.config import LoggingSettings
-from services.logging_setup import configure_logging
+from voicelog.services.config._settings import LoggingSettings
+from voicelog.services.ops._logging import configure_logging
 from tests.mariadb import create_database, drop_database, ensure_mariadb_running
 from tests.reference_manager import ReferenceManager
 

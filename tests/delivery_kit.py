@@ -9,15 +9,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agent.capture_setup import open_spool
-from services.backup import BackupWriter
-from services.chat_history_service import ChatHistoryService
-from services.config import Settings
-from services.identity import resolve_identity
-from services.manager_api import ManagerApiClient
-from services.models import ChatType
-from services.shipper import Shipper
-from services.spool import Spool
+from voicelog.agent.wiring import open_spool
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import Settings
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.shipping.manager._client import ManagerApiClient
+from voicelog.services.domain._models import ChatType
+from voicelog.services.shipping._shipper import Shipper
+from voicelog.services.spool._spool import Spool
 from tests.settings_factory import make_settings
 
 FAST_SHIPPER = {"retry_initial": 0.02, "retry_max": 0.2, "poll_interval": 0.05,

@@ -23,12 +23,12 @@ from typing import Any
 
 import yaml
 
-from services.backup import BackupWriter
-from services.chat_history_service import ChatHistoryService
-from services.config import ChatHistorySettings
-from services.identity import resolve_identity
-from services.models import ChatType
-from services.spool import Spool
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import ChatHistorySettings
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.domain._models import ChatType
+from voicelog.services.spool._spool import Spool
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = 4096
@@ -287,8 +287,8 @@ def generate(spool_path: str, session_ids: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from services.config import LoggingSettings
-    from services.logging_setup import configure_logging
+    from voicelog.services.config._settings import LoggingSettings
+    from voicelog.services.ops._logging import configure_logging
 
     configure_logging(LoggingSettings(level="ERROR"))
     if sys.argv[1] == "generate":

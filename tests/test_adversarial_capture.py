@@ -14,14 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handlers.chat_capture import ChatCapture
-from services.backup import BackupWriter, read_backup_document
-from services.chat_history_service import ChatHistoryService
-from services.config import ChatHistorySettings
-from services.identity import resolve_identity
-from services.models import ChatType, TurnStatus
-from services.spool import Spool
-from services.text import MAX_TURN_CHARS, clean_transcript
+from voicelog.handlers.chat_capture import ChatCapture
+from voicelog.services.backup._writer import BackupWriter, read_backup_document
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import ChatHistorySettings
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.domain._models import ChatType, TurnStatus
+from voicelog.services.spool._spool import Spool
+from voicelog.services.domain._text import MAX_TURN_CHARS, clean_transcript
 from tests.fault_kit import Heartbeat, exchange
 
 MB = 1024 * 1024

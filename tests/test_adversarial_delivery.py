@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from agent.capture_setup import open_spool
-from services.chat_history_service import ChatHistoryService
-from services.identity import resolve_identity
-from services.models import TurnStatus
-from services.session_sender import NO_MAC_REASON
-from services.text import clean_transcript
-from services.wire import wire_parts
+from voicelog.agent.wiring import open_spool
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.domain._models import TurnStatus
+from voicelog.services.shipping._session_sender import NO_MAC_REASON
+from voicelog.services.domain._text import clean_transcript
+from voicelog.services.shipping._wire import wire_parts
 from tests.delivery_kit import (
     capture_numbered,
     contents,

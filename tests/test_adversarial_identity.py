@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.backup import BackupWriter, read_backup_document
-from services.chat_history_service import ChatHistoryService
-from services.config import ChatHistorySettings
-from services.identity import MAC_PATTERN, UNKNOWN_MAC, resolve_identity
-from services.models import ChatType
-from services.spool import Spool
+from voicelog.services.backup._writer import BackupWriter, read_backup_document
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import ChatHistorySettings
+from voicelog.services.domain._identity import MAC_PATTERN, UNKNOWN_MAC, resolve_identity
+from voicelog.services.domain._models import ChatType
+from voicelog.services.spool._spool import Spool
 
 HOSTILE_PIECES = ["../", "..", "/", "\\", "\x00", "%00", "~", ".", " ", "_", "6825ddba3978",
                   "6825DDBA3978", "ZZZZZZZZZZZZ", "'; DROP TABLE sessions; --", "<script>", "🐉",

@@ -9,11 +9,11 @@ rejects one in the toy's reply before capture ever sees it.
 
 from __future__ import annotations
 
-from agent.capture_setup import attach_capture, open_spool
-from agent.scripted import run_conversation
-from services.identity import resolve_identity
-from services.models import ChatType, TurnStatus
-from services.text import clean_transcript
+from voicelog.agent.wiring import attach_capture, open_spool
+from voicelog.agent.simulation.scripted import run_conversation
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.domain._models import ChatType, TurnStatus
+from voicelog.services.domain._text import clean_transcript
 from tests.settings_factory import make_settings
 
 HOSTILE = [

@@ -7,14 +7,14 @@ from importlib import resources
 
 import jsonschema
 
-from agent.capture_setup import open_spool
-from services.backup import BackupWriter, backup_file_name
-from services.chat_history_service import ChatHistoryService
-from services.identity import resolve_identity
-from services.models import ChatType
+from voicelog.agent.wiring import open_spool
+from voicelog.services.backup._writer import BackupWriter, backup_file_name
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.domain._models import ChatType
 from tests.settings_factory import make_settings
 
-SCHEMA = json.loads((resources.files("services") / "schemas" / "backup.schema.json").read_text(encoding="utf-8"))
+SCHEMA = json.loads((resources.files("voicelog.services.backup") / "schemas" / "backup.schema.json").read_text(encoding="utf-8"))
 
 
 def captured_session(tmp_path, room="d3746a02-cfeb-417d-ad05-0c6d3095632d_6825ddba3978"):

@@ -14,21 +14,21 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agent.capture_setup import open_spool
-from cli.app import main
-from services.backup import BackupWriter
-from services.chat_history_service import ChatHistoryService
-from services.config import Settings
-from services.identity import resolve_identity
-from services.manager_api import ManagerApiClient
-from services.models import ChatType
-from services.shipper import Shipper
-from services.spool import Spool
+from voicelog.agent.wiring import open_spool
+from voicelog.cli.app import main
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import Settings
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.shipping.manager._client import ManagerApiClient
+from voicelog.services.domain._models import ChatType
+from voicelog.services.shipping._shipper import Shipper
+from voicelog.services.spool._spool import Spool
 from tests.delivery_kit import delivery_settings, room_for
 
 MAC = "68:25:dd:ba:39:78"
 OTHER_MAC = "68:25:dd:00:00:01"
-SCHEMA = json.loads((resources.files("services") / "schemas" / "backup.schema.json").read_text(encoding="utf-8"))
+SCHEMA = json.loads((resources.files("voicelog.services.backup") / "schemas" / "backup.schema.json").read_text(encoding="utf-8"))
 
 
 @dataclass

@@ -6,10 +6,10 @@ import asyncio
 import json
 import shutil
 
-from services.backup import BackupWriter
-from services.clock import wall_ms
-from services.retention import DAY_MS, prune
-from services.spool import Spool
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.domain._clock import wall_ms
+from voicelog.services.privacy._retention import DAY_MS, prune
+from voicelog.services.spool._spool import Spool
 from tests.delivery_kit import eventually, running_shipper
 from tests.test_backups_cli import MAC, OTHER_MAC, capture, make_box, ship
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.spool import Spool
+from voicelog.services.spool._spool import Spool
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from agent.capture_setup import attach_capture, open_spool
-from agent.scripted import run_conversation
-from services.backup import BackupWriter
-from services.identity import resolve_identity
-from services.models import ChatType, TurnStatus
+from voicelog.agent.wiring import attach_capture, open_spool
+from voicelog.agent.simulation.scripted import run_conversation
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.domain._models import ChatType, TurnStatus
 from tests.settings_factory import make_settings
 
 ROOM = "d3746a02-cfeb-417d-ad05-0c6d3095632d_6825ddba3978"
@@ -99,7 +99,7 @@ async def test_session_without_a_valid_mac_is_captured_and_marked(tmp_path):
 @pytest.mark.parametrize("text", ["", "   ", "\n\t "])
 async def test_empty_turns_are_skipped_and_counted(tmp_path, text):
     """Whitespace-only text is not stored but is counted on the session."""
-    from services.chat_history_service import ChatHistoryService
+    from voicelog.services.capture._service import ChatHistoryService
 
     settings = make_settings(tmp_path)
     spool = open_spool(settings)

@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from cli.app import main
+from voicelog.cli.app import main
 
 
 def config_file(tmp_path, **sections):

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.chat_capture import ChatCapture
-from services.chat_history_service import ChatHistoryService
-from services.clock import ReportClock
-from services.identity import resolve_identity
-from services.spool import Spool
+from voicelog.handlers.chat_capture import ChatCapture
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.domain._clock import ReportClock
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.spool._spool import Spool
 from tests.delivery_kit import delivery_settings, eventually, running_shipper
 from tests.fault_kit import JumpingClock, exchange, room
 

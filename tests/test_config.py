@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.app import main
-from services.config import ConfigError, load_settings
+from voicelog.cli.app import main
+from voicelog.services.config._settings import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 

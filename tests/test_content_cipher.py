@@ -2,8 +2,8 @@
 
 import pytest
 
-from services.config import ChatHistorySettings, ConfigError
-from services.content_cipher import (ContentCipher, ContentKeyError, cipher_from_settings,
+from voicelog.services.config._settings import ChatHistorySettings, ConfigError
+from voicelog.services.sealing._cipher import (ContentCipher, ContentKeyError, cipher_from_settings,
                                      generate_key, is_sealed)
 
 TEXT = "my secret 🤫 是 e\u0301 \x00 end"

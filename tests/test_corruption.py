@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli.app import main
-from services.backup import backup_files, read_backup_document
-from services.spool import Spool
+from voicelog.cli.app import main
+from voicelog.services.backup._writer import backup_files, read_backup_document
+from voicelog.services.spool._spool import Spool
 from tests.fault_kit import (
     PAGE,
     REPO,

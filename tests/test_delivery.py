@@ -2,9 +2,9 @@
 
 import pytest
 
-from agent.capture_setup import open_spool
-from agent.simulate import generated_devices, simulate
-from services.models import TurnStatus
+from voicelog.agent.wiring import open_spool
+from voicelog.agent.simulation.run import generated_devices, simulate
+from voicelog.services.domain._models import TurnStatus
 from tests.delivery_kit import (capture_numbered, contents, delivery_settings, eventually,
                                 running_shipper)
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from handlers.chat_capture import ChatCapture
-from services.backup import BackupWriter, backup_files, read_backup_document
-from services.chat_history_service import ChatHistoryService
-from services.config import ChatHistorySettings
-from services.identity import resolve_identity
-from services.models import ChatType, TurnStatus
-from services.spool import Spool
+from voicelog.handlers.chat_capture import ChatCapture
+from voicelog.services.backup._writer import BackupWriter, backup_files, read_backup_document
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import ChatHistorySettings
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.domain._models import ChatType, TurnStatus
+from voicelog.services.spool._spool import Spool
 from tests.delivery_kit import eventually
 from tests.fault_kit import Heartbeat, exchange, fill_disk, room, small_filesystem
 

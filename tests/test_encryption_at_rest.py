@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from agent.capture_setup import open_spool
-from agent.simulate import SimulatedDevice, simulate
-from cli.app import main
-from services.content_cipher import generate_key
-from services.models import TurnStatus
+from voicelog.agent.wiring import open_spool
+from voicelog.agent.simulation.run import SimulatedDevice, simulate
+from voicelog.cli.app import main
+from voicelog.services.sealing._cipher import generate_key
+from voicelog.services.domain._models import TurnStatus
 from tests.delivery_kit import delivery_settings, eventually, running_shipper
 
 MAC = "68:25:dd:ba:39:78"

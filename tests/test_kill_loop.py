@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.app import main
-from services.spool import Spool
+from voicelog.cli.app import main
+from voicelog.services.spool._spool import Spool
 from tests.fault_kit import REPO, room, ship_config
 
 CYCLES = int(os.environ.get("VOICELOG_KILL_CYCLES", "100"))

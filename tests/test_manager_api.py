@@ -12,12 +12,12 @@ import pytest_asyncio
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 from structlog.testing import capture_logs
 
-from services.config import ManagerApiSettings, Secret
-from services.delivery import (
+from voicelog.services.config._settings import ManagerApiSettings, Secret
+from voicelog.services.shipping.manager._outcome import (
     BODY_LIMIT, REASON_LIMIT, Outcome, Report, SessionMessage, SessionUpload,
     classify, parse_retry_after, split_content,
 )
-from services.manager_api import (
+from voicelog.services.shipping.manager._client import (
     AGENT_ID_NEGATIVE_TTL, AGENT_ID_TTL, SECRET_CHECK_MAC, ManagerApiClient, RawResponse,
     TransportError,
 )

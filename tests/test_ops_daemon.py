@@ -5,8 +5,8 @@ import json
 
 import aiohttp
 
-from agent.capture_setup import open_spool
-from agent.daemon import StopSignals, run_daemon, run_shipper
+from voicelog.agent.wiring import open_spool
+from voicelog.agent.daemon import StopSignals, run_daemon, run_shipper
 from tests.delivery_kit import capture_numbered, delivery_settings, eventually
 from tests.ops_kit import free_port
 

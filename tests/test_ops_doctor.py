@@ -5,7 +5,7 @@ import asyncio
 import pytest
 import yaml
 
-from cli.app import main
+from voicelog.cli.app import main
 from tests.ops_kit import ensure_mosquitto_running, unique_node
 
 LIVEKIT = {"LIVEKIT_URL": "wss://livekit.example.com", "LIVEKIT_API_KEY": "lk-key",

@@ -3,8 +3,8 @@
 import json
 import socket
 
-from agent.capture_setup import open_spool
-from services.config import load_settings
+from voicelog.agent.wiring import open_spool
+from voicelog.services.config._settings import load_settings
 from tests.delivery_kit import capture_numbered, eventually
 from tests.ops_kit import daemon_config, metric, running_daemon, wait_until_serving
 

@@ -10,8 +10,8 @@ import sys
 
 import structlog
 
-from services.config import LoggingSettings
-from services.logging_setup import add_secrets, configure_logging
+from voicelog.services.config._settings import LoggingSettings
+from voicelog.services.ops._logging import add_secrets, configure_logging
 from tests.delivery_kit import eventually
 from tests.ops_kit import (
     REPO,

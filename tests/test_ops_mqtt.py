@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from agent.capture_setup import open_spool
-from services.config import load_settings
-from services.mqtt_fleet import CommandRefused, CommandVerifier, sign_command
+from voicelog.agent.wiring import open_spool
+from voicelog.services.config._settings import load_settings
+from voicelog.services.ops._mqtt_fleet import CommandRefused, CommandVerifier, sign_command
 from tests.delivery_kit import capture_numbered, contents, eventually
 from tests.ops_kit import (
     clear_retained,

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from services.sd_notify import Notifier
+from voicelog.services.ops._sd_notify import Notifier
 from tests.ops_kit import REPO, daemon_config, running_daemon, wait_until_serving
 
 UNIT = REPO / "systemd" / "voicelog.service"

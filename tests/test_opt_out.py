@@ -3,9 +3,9 @@
 import io
 import json
 
-from agent.simulate import SimulatedDevice, simulate
-from services.config import LoggingSettings
-from services.logging_setup import configure_logging
+from voicelog.agent.simulation.run import SimulatedDevice, simulate
+from voicelog.services.config._settings import LoggingSettings
+from voicelog.services.ops._logging import configure_logging
 from tests.settings_factory import make_settings
 
 WORDS = "my secret hiding place is under the red slide"
@@ -47,7 +47,7 @@ async def test_other_devices_are_still_captured_beside_an_opt_out_list(tmp_path)
 
 def test_the_gateway_attribute_opts_a_device_out():
     """A participant attribute voicelog_history=off opts out even an unlisted device."""
-    from handlers.opt_out import opted_out
+    from voicelog.handlers.opt_out import opted_out
 
     assert opted_out("68:25:dd:ba:39:78", {"voicelog_history": "off"}, ())
     assert opted_out("68:25:dd:ba:39:78", {"voicelog_history": " OFF "}, ())

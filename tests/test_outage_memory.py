@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from services.chat_history_service import ChatHistoryService
-from services.config import ChatHistorySettings
-from services.identity import resolve_identity
-from services.models import ChatType
-from services.spool import Spool
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import ChatHistorySettings
+from voicelog.services.domain._identity import resolve_identity
+from voicelog.services.domain._models import ChatType
+from voicelog.services.spool._spool import Spool
 from tests.delivery_kit import eventually
 from tests.fault_kit import REPO, room, rss_kib, ship_config
 

@@ -4,8 +4,8 @@ import os
 import stat
 
 
-from agent.simulate import SimulatedDevice, simulate
-from cli.app import main
+from voicelog.agent.simulation.run import SimulatedDevice, simulate
+from voicelog.cli.app import main
 from tests.settings_factory import make_settings
 
 MAC = "68:25:dd:ba:39:78"
@@ -62,11 +62,11 @@ async def test_spool_and_backups_are_readable_by_the_service_user_only(tmp_path)
 
 def test_retention_drops_old_delivered_and_overdue_undelivered_and_warns_before(tmp_path):
     """Delivered turns go after retention_days, undelivered after max_undelivered_days, with warning."""
-    from agent.capture_setup import open_spool
-    from services.chat_history_service import ChatHistoryService
-    from services.identity import resolve_identity
-    from services.models import ChatType
-    from services.retention import expiring_undelivered, prune
+    from voicelog.agent.wiring import open_spool
+    from voicelog.services.capture._service import ChatHistoryService
+    from voicelog.services.domain._identity import resolve_identity
+    from voicelog.services.domain._models import ChatType
+    from voicelog.services.privacy._retention import expiring_undelivered, prune
 
     day = 86_400_000
     now = 1_800_000_000_000
@@ -100,8 +100,8 @@ def test_retention_drops_old_delivered_and_overdue_undelivered_and_warns_before(
 
 def test_quarantined_copies_expire_with_undelivered_turns(tmp_path):
     """A quarantine folder older than max_undelivered_days is removed by the automatic prune."""
-    from agent.capture_setup import open_spool
-    from services.retention import prune
+    from voicelog.agent.wiring import open_spool
+    from voicelog.services.privacy._retention import prune
 
     settings = make_settings(tmp_path, chat_history={"max_undelivered_days": 30})
     spool = open_spool(settings)

@@ -12,7 +12,7 @@ from livekit.agents.voice.events import (
     UserInputTranscribedEvent,
 )
 
-from agent.scripted import ScriptTurn, final_segments, run_conversation
+from voicelog.agent.simulation.scripted import ScriptTurn, final_segments, run_conversation
 
 TIME_SCALE = 0.1  # the barge-in needs slack: the cut reply plays ~0.3 s at this scale
 BARGED = 1  # the reply the next user turn talks over

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from agent.capture_setup import open_spool
-from cli.app import main
+from voicelog.agent.wiring import open_spool
+from voicelog.cli.app import main
 from tests.delivery_kit import capture_numbered, contents, delivery_settings, eventually
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from services.models import ChatType, Turn, TurnStatus
-from services.spool import Spool
+from voicelog.services.domain._models import ChatType, Turn, TurnStatus
+from voicelog.services.spool._spool import Spool
 from tests.fault_kit import REPO
 
 SESSIONS = ("s-1_6825ddba3971", "s-2_6825ddba3972", "s-3_6825ddba3973")
@@ -30,8 +30,8 @@ WAITING = ("pending", "parked")
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 CHILD = """
 import os, signal, sys
-from services.models import ChatType, Turn, TurnStatus
-from services.spool import Spool
+from voicelog.services.domain._models import ChatType, Turn, TurnStatus
+from voicelog.services.spool._spool import Spool
 path, session, seq = sys.argv[1], sys.argv[2], int(sys.argv[3])
 spool = Spool(path)
 spool.insert_turn(Turn(session, seq, ChatType.USER, "child", seq * 10, seq * 10, False, TurnStatus.PENDING))

@@ -1,0 +1,45 @@
+"""Wire capture onto an AgentSession: the one path shared by production jobs and simulate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from voicelog.handlers.chat_capture import ChatCapture
+from voicelog.handlers.opt_out import OptedOutCapture, opted_out
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.capture._service import ChatHistoryService
+from voicelog.services.config._settings import Settings
+from voicelog.services.sealing._cipher import cipher_from_settings
+from voicelog.services.domain._identity import DeviceIdentity
+from voicelog.services.spool._spool import Spool
+
+log = structlog.get_logger("voicelog.agent")
+
+
+def attach_capture(session: Any, identity: DeviceIdentity, settings: Settings, spool: Spool, *,
+                   attributes: dict[str, str] | None = None,
+                   on_flush: Callable[[str], None] | None = None) -> ChatCapture | OptedOutCapture:
+    """Create the session's ChatHistoryService and hook its handlers onto ``session``."""
+    if opted_out(identity.mac, attributes, settings.chat_history.opt_out_macs):
+        # Nothing of an opted-out device is written anywhere: no spool row, no backup file.
+        return OptedOutCapture(identity.session_id).attach(session)
+    if identity.disagreement:
+        log.warning("device_mac_sources_disagree", session_id=identity.session_id,
+                    chosen=identity.mac_source, others=[s for s, _ in identity.disagreement])
+    if not identity.mac_valid:
+        log.warning("session_without_valid_mac_captured_anyway", session_id=identity.session_id)
+    history = settings.chat_history
+    backups = BackupWriter(history.backup_dir, fsync=history.durability == "power")
+    service = ChatHistoryService(spool, identity, history, backups=backups, on_flush=on_flush)
+    return ChatCapture(service).attach(session)
+
+
+def open_spool(settings: Settings, *, busy_timeout_ms: int = 5000) -> Spool:
+    """Open the host's spool with the configured durability and size cap."""
+    history = settings.chat_history
+    return Spool(history.spool_file, durability=history.durability,
+                 max_bytes=history.spool_max_mb * 1024 * 1024, busy_timeout_ms=busy_timeout_ms,
+                 backup_dir=history.backup_dir, cipher=cipher_from_settings(history))

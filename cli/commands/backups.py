@@ -1,0 +1,378 @@
+"""Support staff's commands for local backups: list, show, verify, replay, export, prune."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import signal
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from voicelog.cli.views.backups import (export_views, open_catalog, open_spool, print_json, readable,
+                               session_filter, warn_unreadable, with_manager)
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.support._catalog import BackupError
+from voicelog.services.support._verify import rewrite_from_spool, verify
+from voicelog.services.domain._clock import wall_ms
+from voicelog.services.config._settings import Settings
+from voicelog.services.domain._identity import UNKNOWN_MAC, normalise_mac
+from voicelog.services.ops._logging import configure_logging
+from voicelog.services.domain._models import TurnStatus
+from voicelog.services.spool._spool import Spool
+
+if TYPE_CHECKING:
+    from voicelog.services.support._replay import ReplayObserver, ReplayRequest, ReplaySummary
+
+GROUP_EPILOG = """examples:
+  voicelog backups list --mac 68:25:dd:ba:39:78 --since 2d
+  voicelog backups show 3f2c9a1e                     # a session id (or its start), or a backup file
+  voicelog backups verify
+  voicelog backups replay --status dead-letter --dry-run
+  voicelog backups replay /tmp/from-box-7/2026-05-01/*.json
+  voicelog backups export --mac 68:25:dd:ba:39:78 --format csv --output ticket-1234.csv
+  voicelog backups prune --dry-run
+times: 2026-05-01 (a whole day), 2026-05-01T10:30 (UTC unless +02:00 is given), or an age: 30m, 6h, 2d."""
+REPLAY_EPILOG = """examples:
+  voicelog backups replay --status dead-letter              # after fixing why they were rejected
+  voicelog backups replay --session 3f2c9a1e --mac 68:25:dd:ba:39:78   # captured without a MAC
+  voicelog backups replay --mac 68:25:dd:ba:39:78 --since 2026-05-01 --dry-run
+  voicelog backups replay copied/2026-05-01/*.json          # backups from another box: imported, sent
+  voicelog backups replay --session 3f2c9a1e --force        # send delivered turns again (duplicates!)
+exit: 0 every selected turn delivered, 1 some are not (see the summary), 2 nothing could start.
+Safe to interrupt (Ctrl-C finishes the turn in flight) and to run again: delivered turns are skipped.
+While the daemon runs it does the sending; replay requeues, asks it to flush and follows."""
+_AGE = re.compile(r"^(\d+)([mhd])$")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``backups`` command group."""
+    group = commands.add_parser("backups", help="list, show, verify, replay, export and prune local backups",
+                                description=__doc__, epilog=GROUP_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = group.add_subparsers(dest="backups_command", metavar="SUBCOMMAND", required=True)
+    _add_list(sub)
+    _add_show(sub)
+    _add_verify(sub)
+    _add_replay(sub)
+    _add_export(sub)
+    _add_prune(sub)
+    _add_purge(sub)
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, help_text: str, handler, epilog: str = ""):
+    parser = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(handler=handler, quiet_logs=True)
+    return parser
+
+
+def _add_filters(parser: argparse.ArgumentParser, statuses: tuple[str, ...]) -> None:
+    parser.add_argument("--mac", type=_mac, help="only this device's sessions ('unknown': captured without one)")
+    parser.add_argument("--since", type=_when, help="sessions started at or after (date, datetime or age)")
+    parser.add_argument("--until", type=_when_end, help="sessions started before (a date includes that day)")
+    parser.add_argument("--status", type=_status, action="append", metavar="|".join(statuses),
+                        help="only sessions with turns in this status (repeatable)")
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    parser = _parser(sub, "list", "sessions with MAC, times and turn counts by delivery status", cmd_list,
+                     "examples:\n  voicelog backups list --status dead-letter\n  voicelog backups list --json")
+    _add_filters(parser, ("delivered", "pending", "parked", "dead-letter", "open", "skipped"))
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_show(sub: argparse._SubParsersAction) -> None:
+    parser = _parser(sub, "show", "one session as a conversation, with each turn's delivery status",
+                     cmd_show, "examples:\n  voicelog backups show 3f2c9a1e-...\n"
+                     "  voicelog backups show backups/2026-05-01/3f2c9a1e-..._6825ddba3978.json")
+    parser.add_argument("session", metavar="SESSION", help="session id (or a unique start of it), or a backup file")
+    parser.add_argument("--json", action="store_true", help="the session in the backup format")
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    parser = _parser(sub, "verify", "check every backup file against the schema and the spool (exit 1 if "
+                     "anything is wrong)", cmd_verify)
+    parser.add_argument("--fix", action="store_true", help="rewrite the broken or missing backups of spool "
+                        "sessions from the spool (the spool is the truth), then check again")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    parser = _parser(sub, "replay", "send selected turns to the Manager again (or for the first time)",
+                     cmd_replay, REPLAY_EPILOG)
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE",
+                        help="backup files, e.g. copied from another box (imported into this spool)")
+    parser.add_argument("--session", action="append", default=[], help="a session id (repeatable)")
+    parser.add_argument("--mac", type=_mac, help="this device's sessions; also the MAC given to named sessions "
+                        "captured without one")
+    parser.add_argument("--since", type=_when, help="sessions started at or after")
+    parser.add_argument("--until", type=_when_end, help="sessions started before")
+    parser.add_argument("--status", type=_status, action="append", metavar="dead-letter|parked|pending",
+                        help="only turns in this status (default: every undelivered one)")
+    parser.add_argument("--force", action="store_true",
+                        help="also re-send delivered turns, with their original report time and key")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
+    parser.add_argument("--manager-url", help="deliver to this Manager (base URL with context path)")
+    parser.add_argument("--secret", help="its server secret (prefer MANAGER_API_SECRET: argv is visible in ps)")
+    parser.add_argument("--max-attempts", type=int, default=5, help="tries per turn on retryable failures (5)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="give up waiting after SECONDS (300)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="keep delivery log lines on stderr")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    parser = _parser(sub, "export", "one session or a filter as JSON (backup format) or CSV, for a ticket",
+                     cmd_export, "examples:\n  voicelog backups export 3f2c9a1e --output s.json\n"
+                     "  voicelog backups export --mac 68:25:dd:ba:39:78 --since 7d --format csv")
+    parser.add_argument("session", nargs="?", metavar="SESSION", help="session id or backup file")
+    _add_filters(parser, ("delivered", "pending", "parked", "dead-letter"))
+    parser.add_argument("--format", choices=("json", "csv"), default="json")
+    parser.add_argument("--output", type=Path, help="write here (mode 0600) instead of stdout")
+
+
+def _add_purge(sub: argparse._SubParsersAction) -> None:
+    parser = _parser(sub, "purge", "erase every local copy of a device's or session's chats (spool, "
+                     "backups, dead-letter, quarantine)", cmd_purge,
+                     "examples:\n  voicelog backups purge --mac 68:25:dd:ba:39:78 --dry-run\n"
+                     "  voicelog backups purge --session 3f2c9a1e-..._6825ddba3978")
+    parser.add_argument("--mac", type=_mac, help="the device whose chats are erased")
+    parser.add_argument("--session", help="one session to erase")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be erased; erase nothing")
+
+
+def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
+    """Erase a device's or a session's local copies and say what went."""
+    from voicelog.services.privacy._purge import purge
+
+    if not args.mac and not args.session:
+        print("voicelog: purge needs --mac or --session", file=sys.stderr)
+        return 2
+    spool = open_spool(settings, create=True)
+    try:
+        report = purge(spool, settings.chat_history.backup_dir, mac=args.mac,
+                       session_id=args.session, dry_run=args.dry_run)
+    finally:
+        spool.close()
+    verb = "would erase" if args.dry_run else "erased"
+    print(f"{verb} {len(report.sessions)} sessions, {report.turns} turns, {len(report.files)} files")
+    for path in report.files:
+        print(f"  {path}")
+    for error in report.errors:
+        print(f"  error: {error}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    parser = _parser(sub, "prune", "delete delivered sessions older than chat_history.retention_days, "
+                     "from the spool and their backup files", cmd_prune,
+                     "examples:\n  voicelog backups prune --dry-run\n  voicelog backups prune")
+    parser.add_argument("--include-undelivered", action="store_true",
+                        help="also delete sessions with undelivered turns older than max_undelivered_days")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be removed; remove nothing")
+
+
+# --- argument types ----------------------------------------------------------------------------
+
+def _mac(text: str) -> str:
+    if text.strip().lower() == UNKNOWN_MAC:
+        return UNKNOWN_MAC
+    mac = normalise_mac(text)
+    if mac is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a MAC address (e.g. 68:25:dd:ba:39:78)")
+    return mac
+
+
+def parse_when(text: str, *, end: bool = False) -> int:
+    """Epoch ms from an ISO date or datetime (UTC unless an offset is given) or an age (``2d``).
+
+    With ``end``, a bare date means the end of that day, so ``--until 2026-05-01`` includes it.
+    """
+    text = text.strip()
+    age = _AGE.match(text)
+    if age:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[age.group(2)]
+        return int((datetime.now(UTC) - timedelta(**{unit: int(age.group(1))})).timestamp() * 1000)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (2026-05-01), a datetime (2026-05-01T10:30, UTC "
+                         "unless an offset is given) or an age (30m, 6h, 2d)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if end and len(text) == 10:
+        moment += timedelta(days=1)
+    return int(moment.timestamp() * 1000)
+
+
+def _when(text: str) -> int:
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _when_end(text: str) -> int:
+    try:
+        return parse_when(text, end=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _status(text: str) -> TurnStatus:
+    try:
+        return TurnStatus(text.strip().lower().replace("-", "_"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a status (delivered, pending, parked, "
+                                         "dead-letter, open, skipped)") from None
+
+
+# --- handlers ----------------------------------------------------------------------------------
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the sessions that pass the filters."""
+    from voicelog.services.support._export import list_table, summary_json
+
+    with open_catalog(settings) as catalog:
+        views = catalog.summaries(session_filter(args))
+        if args.json:
+            print_json([summary_json(v) for v in views])
+        else:
+            Console().print(list_table(views))
+        warn_unreadable(catalog)
+    return 0
+
+
+def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    """Print one session as a conversation."""
+    from voicelog.services.support._export import session_json, show_session
+
+    with open_catalog(settings) as catalog:
+        try:
+            view = catalog.load(args.session)
+        except (KeyError, ValueError, BackupError) as exc:
+            print(f"voicelog: {str(exc).strip(chr(34))}", file=sys.stderr)
+            return 1
+    view = readable(view, settings)
+    if args.json:
+        print_json(session_json(view))
+    else:
+        show_session(Console(), view)
+    return 0
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Check backups against the schema and the spool; 1 if anything is wrong."""
+    from voicelog.services.support._export import verify_json, verify_lines
+
+    with open_catalog(settings) as catalog:
+        report = verify(catalog)
+        if args.fix and catalog.spool is not None:
+            history = settings.chat_history
+            writer = BackupWriter(history.backup_dir, fsync=history.durability == "power")
+            fixed = rewrite_from_spool(catalog, report, writer, wall_ms())
+            print(f"rewrote {fixed} backup file(s) from the spool",
+                  file=sys.stderr if args.json else sys.stdout)
+            report = verify(catalog)
+    if args.json:
+        print_json(verify_json(report))
+    else:
+        verify_lines(Console(), report)
+    return 1 if report.errors else 0
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Re-send the selected turns and say whether all of them are delivered now."""
+    from voicelog.services.support._export import CurrentStderr, PlainReplayProgress, RichReplayProgress, replay_verdict
+    from voicelog.services.support._replay import ReplayError, ReplayRequest
+
+    try:
+        settings = with_manager(settings, args)
+    except ValueError as exc:
+        print(f"voicelog: {exc}", file=sys.stderr)
+        return 2
+    request = ReplayRequest(tuple(args.session), tuple(args.files), args.mac, args.since, args.until,
+                            tuple(args.status or ()), args.force, args.dry_run, args.max_attempts,
+                            args.timeout, own_manager=bool(args.manager_url))
+    console = Console(soft_wrap=True)  # lines for logs and tickets are never cut
+    if console.is_terminal:
+        # Every outcome is on screen already; the few log lines left go above the progress bar.
+        level = settings.logging.level if args.verbose else "ERROR"
+        configure_logging(replace(settings.logging, level=level), stream=CurrentStderr(),
+                          secrets=[settings.manager_api.secret.reveal()])
+    progress = RichReplayProgress(console) if console.is_terminal else PlainReplayProgress(console)
+    spool = open_spool(settings, create=not args.dry_run)
+    try:
+        summary = asyncio.run(_replay(settings, spool, request, progress))
+    except ReplayError as exc:
+        print(f"voicelog: cannot replay: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        progress.close()
+        if spool is not None:
+            spool.close()
+    replay_verdict(console, summary)
+    return 0 if summary.ok or summary.mode in ("dry-run", "nothing") else 1
+
+
+async def _replay(settings: Settings, spool: Spool | None, request: ReplayRequest,
+                  progress: ReplayObserver) -> ReplaySummary:
+    """Run the replay with Ctrl-C meaning "finish the turn in flight, then stop"."""
+    from voicelog.services.support._replay import replay
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
+            loop.add_signal_handler(sig, _stop_once, loop, sig, stop)
+            installed.append(sig)
+    try:
+        return await replay(settings, spool, request, progress, stop)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _stop_once(loop: asyncio.AbstractEventLoop, sig: signal.Signals, stop: asyncio.Event) -> None:
+    stop.set()
+    loop.remove_signal_handler(sig)  # a second Ctrl-C interrupts at once
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the chosen sessions as JSON or CSV."""
+    from voicelog.services.support._export import private_output, write_csv, write_json
+
+    with open_catalog(settings) as catalog:
+        try:
+            views = [readable(v, settings) for v in export_views(catalog, args)]
+        except (KeyError, ValueError, BackupError) as exc:
+            print(f"voicelog: {str(exc).strip(chr(34))}", file=sys.stderr)
+            return 1
+    with private_output(args.output) as out:
+        count = (write_csv if args.format == "csv" else write_json)(views, out)
+    if args.output:
+        print(f"wrote {len(views)} session(s) ({count} {'rows' if args.format == 'csv' else 'sessions'}) "
+              f"to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
+    """Remove old delivered sessions and their backups, and say what went."""
+    from voicelog.services.support._export import prune_lines
+    from voicelog.services.privacy._retention import prune
+
+    spool = open_spool(settings, create=True)
+    assert spool is not None
+    try:
+        report = prune(spool, settings.chat_history.backup_dir, settings.chat_history, now_ms=wall_ms(),
+                       include_undelivered=args.include_undelivered, dry_run=args.dry_run)
+    finally:
+        spool.close()
+    prune_lines(Console(), report)
+    return 1 if report.errors else 0

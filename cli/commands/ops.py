@@ -1,0 +1,33 @@
+"""Operator commands: doctor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from voicelog.services.config._settings import Settings
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add operator commands (doctor) to the command line."""
+    doctor = commands.add_parser(
+        "doctor", help="check config, spool, backups, Manager, LiveKit and MQTT; one line each",
+        description="Check what this box needs: config, spool and backup directory, the Manager "
+                    "(reachable, secret accepted; nothing is stored), LiveKit settings, and the "
+                    "MQTT broker when enabled. Exit 1 if any check fails. Run it as the service "
+                    "user so files it creates keep the right owner.")
+    doctor.add_argument("--ship-only", action="store_true",
+                        help="this box only ships (voicelog ship): skip the LiveKit check")
+    doctor.set_defaults(handler=cmd_doctor)
+
+
+def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    """Run every check, print one line each, exit 1 if any failed."""
+    from voicelog.services.ops._doctor import run_checks
+
+    checks = asyncio.run(run_checks(settings, livekit=not args.ship_only))
+    for check in checks:
+        print(check.line(), flush=True)
+    failed = [check.name for check in checks if check.state == "FAIL"]
+    print(f"{len(failed)} check(s) failed: {', '.join(failed)}" if failed else "all checks passed")
+    return 1 if failed else 0

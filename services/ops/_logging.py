@@ -1,0 +1,121 @@
+"""Configure structlog once: JSON lines in production, readable console on a terminal.
+
+Defence in depth, on top of our code never passing chat content or secrets to a log call:
+- known secrets are masked in every rendered line, whatever field, traceback or library
+  (livekit, aiohttp, paho) the text came from;
+- fields that by name carry chat text (``content``, ``text``, ``transcript``...) are replaced
+  by their length at INFO and above;
+- MACs can be hashed.
+Context bound with ``structlog.contextvars`` (``session_id``, ``seq``) lands on every line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+import structlog
+
+from voicelog.services.config._settings import LoggingSettings, Settings
+
+MASK = "***"
+CHAT_FIELDS = frozenset({"content", "text", "transcript", "message_text", "user_text",
+                         "agent_text", "chat_content"})
+_QUIET_LEVELS = frozenset({"debug", "notset"})
+# The secrets the active configuration masks; extended by add_secrets() after start.
+_secrets: set[str] = set()
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret value a configuration holds, for masking."""
+    return [s.reveal() for s in (settings.manager_api.secret, settings.mqtt.password,
+                                 settings.mqtt.command_key) if s]
+
+
+def add_secrets(*values: str) -> None:
+    """Mask these values too from now on (e.g. broker credentials learnt after start)."""
+    _secrets.update(v for v in values if v)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every known secret (raw or JSON-escaped) replaced by ***."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+        escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
+        if escaped != secret and escaped in text:
+            text = text.replace(escaped, MASK)
+    return text
+
+
+def _mask_line(_: Any, __: str, line: Any) -> Any:
+    # Last in the chain: catches secrets in nested values, exceptions and foreign records.
+    return mask_text(line) if isinstance(line, str) else line
+
+
+def _hide_chat(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    if str(event.get("level", method)).lower() in _QUIET_LEVELS:
+        return event
+    for key in CHAT_FIELDS.intersection(event):
+        value = event[key]
+        event[key] = f"<{len(value)} chars hidden>" if isinstance(value, str) else "<hidden>"
+    return event
+
+
+def _mac_hasher(enabled: bool) -> structlog.types.Processor:
+    def hash_mac(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        if enabled and isinstance(event.get("mac"), str):
+            event["mac"] = "mac-" + hashlib.sha256(event["mac"].encode()).hexdigest()[:12]
+        return event
+
+    return hash_mac
+
+
+def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
+                      stream: TextIO | None = None) -> None:
+    """Set up structlog and route the standard library's logs (livekit's) through it."""
+    stream = stream or sys.stderr
+    _secrets.clear()
+    add_secrets(*secrets)
+    as_json = settings.format == "json" or (settings.format == "auto" and not _is_tty(stream))
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _mac_hasher(settings.hash_macs),
+        _hide_chat,
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer(ensure_ascii=False) if as_json
+        else structlog.dev.ConsoleRenderer(colors=_is_tty(stream)))
+    structlog.configure(
+        # Drop below-level events first, before any processor runs (capture logs at DEBUG).
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.processors.format_exc_info,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    *([structlog.processors.format_exc_info] if as_json else []),
+                    renderer, _mask_line],
+        foreign_pre_chain=shared))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.level)
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,107 @@
+"""Erase every local copy of a device's (or one session's) chats, on request.
+
+Covers the spool (all statuses, dead-letter included), backup files (also ones copied from
+another box), and quarantined files that mention the device. SQLite's freed pages are zeroed
+(secure_delete) and the write-ahead log is checkpointed, so deleted words do not linger in
+the database files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voicelog.services.support._catalog import BackupError, backup_files, read_backup
+from voicelog.services.spool._spool import Spool
+
+
+@dataclass
+class PurgeReport:
+    """What an erasure removed."""
+
+    sessions: list[str] = field(default_factory=list)
+    turns: int = 0
+    files: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def purge(spool: Spool, backup_dir: str | Path, *, mac: str | None = None,
+          session_id: str | None = None, dry_run: bool = False) -> PurgeReport:
+    """Remove the selected device's or session's turns, sessions and files; report them."""
+    if not mac and not session_id:
+        raise ValueError("purge needs a MAC or a session id")
+    report = PurgeReport()
+    chosen = _sessions(spool, mac, session_id)
+    report.sessions = sorted(chosen)
+    report.turns = _count_turns(spool, chosen)
+    needles = _needles(mac, session_id, chosen)
+    paths = _files_to_remove(Path(backup_dir), spool.path, needles, chosen, mac)
+    report.files = [str(p) for p in paths]
+    if dry_run:
+        return report
+    _erase_rows(spool, chosen)
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            report.errors.append(f"{path}: {exc.strerror}")
+    return report
+
+
+def _sessions(spool: Spool, mac: str | None, session_id: str | None) -> set[str]:
+    rows = spool.execute_read("SELECT session_id FROM sessions WHERE mac=? OR session_id=?",
+                              (mac or "", session_id or ""))
+    return {row[0] for row in rows}
+
+
+def _count_turns(spool: Spool, sessions: set[str]) -> int:
+    return sum(spool.execute_read("SELECT COUNT(*) FROM turns WHERE session_id=?", (s,))[0][0]
+               for s in sessions)
+
+
+def _needles(mac: str | None, session_id: str | None, sessions: set[str]) -> list[bytes]:
+    """Byte strings that identify the device's data inside any file."""
+    values = set(sessions)
+    if session_id:
+        values.add(session_id)
+    if mac:
+        values.update({mac, mac.replace(":", "")})
+    return [v.encode("utf-8", "surrogatepass") for v in values if v]
+
+
+def _files_to_remove(backup_dir: Path, spool_path: Path, needles: list[bytes],
+                     sessions: set[str], mac: str | None) -> list[Path]:
+    chosen: list[Path] = []
+    for path in backup_files(backup_dir):
+        try:
+            session = read_backup(path).session
+            if session.session_id in sessions or (mac and session.mac == mac):
+                chosen.append(path)
+        except BackupError:
+            if _mentions(path, needles):
+                chosen.append(path)  # a damaged file that holds the device's data goes too
+    quarantine = backup_dir / "quarantine"
+    if quarantine.is_dir():
+        # A quarantined copy can't be edited row by row; its intact turns were recovered into
+        # the live spool when it was quarantined, so a copy that mentions the device goes.
+        chosen += [p for p in quarantine.rglob("*") if p.is_file() and _mentions(p, needles)]
+    live = {spool_path, Path(f"{spool_path}-wal"), Path(f"{spool_path}-shm")}
+    return [p for p in dict.fromkeys(chosen) if p not in live]
+
+
+def _mentions(path: Path, needles: list[bytes]) -> bool:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return any(needle in data for needle in needles)
+
+
+def _erase_rows(spool: Spool, sessions: set[str]) -> None:
+    # secure_delete zeroes freed pages; the TRUNCATE checkpoint drops old page images from the WAL.
+    spool.execute_read("PRAGMA secure_delete=ON")
+    with spool.transaction() as conn:
+        for session_id in sessions:
+            conn.execute("DELETE FROM turns WHERE session_id=?", (session_id,))
+            conn.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+    spool.execute_read("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,0 +1,246 @@
+"""Deliver one session's waiting turns, in order, and write each outcome back to the spool.
+
+Report mode sends one row per request, strictly in sequence; a retryable failure holds the
+session's later turns back so order holds. Session mode sends the whole session at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
+
+from voicelog.services.shipping._auth_gate import AuthGate
+from voicelog.services.domain._clock import wall_ms
+from voicelog.services.config._settings import ManagerApiSettings, ShipperSettings
+from voicelog.services.sealing._cipher import ContentKeyError, is_sealed
+from voicelog.services.shipping.manager._outcome import DeliveryResult, Outcome, Report, SessionMessage, SessionUpload
+from voicelog.services.shipping.manager._client import ManagerApiClient
+from voicelog.services.ops._metrics import Metrics
+from voicelog.services.domain._models import SessionRecord, Turn, TurnStatus
+from voicelog.services.spool._spool import Spool
+from voicelog.services.shipping._wire import first_wire_time, idempotency_key, wire_parts
+
+log = structlog.get_logger("voicelog.shipper")
+UNREADABLE_REASON = ("content is encrypted with a key this box does not have; configure "
+                     "chat_history encryption keys, then replay")
+NO_MAC_REASON = "session has no valid device MAC; replay it with --mac once the device is known"
+
+
+@dataclass
+class RoundResult:
+    """What one delivery round of a session achieved."""
+
+    delivered: int = 0
+    parked: int = 0
+    dead_lettered: int = 0
+    held: int = 0  # still pending after a retryable failure (stopping, or attempt budget spent)
+
+
+class SessionSender:
+    """Send a session's deliverable turns through the Manager client with retries."""
+
+    def __init__(self, spool: Spool, client: ManagerApiClient, api: ManagerApiSettings,
+                 shipping: ShipperSettings, gate: AuthGate, metrics: Metrics,
+                 stopping: asyncio.Event, *, max_attempts: int | None = None,
+                 now: Callable[[], int] = wall_ms) -> None:
+        self.spool, self.client, self.api, self.shipping = spool, client, api, shipping
+        self.gate, self.metrics, self.stopping = gate, metrics, stopping
+        self.max_attempts = max_attempts
+        self._now = now
+        self._unit = "s" if api.api_mode == "session" else api.report_time_unit
+        self._backoff = wait_random_exponential(multiplier=shipping.retry_initial, max=shipping.retry_max)
+
+    async def deliver(self, session: SessionRecord) -> RoundResult:
+        """Deliver what is deliverable for this session now."""
+        turns = self.spool.deliverable(session.session_id)
+        if not turns:
+            return RoundResult()
+        if not session.mac_valid:
+            return self._park(session, turns, NO_MAC_REASON)
+        session = await self._lookup_agent(session)
+        if self.api.api_mode == "session":
+            return await self._deliver_session(session, turns)
+        return await self._deliver_reports(session, turns)
+
+    async def _deliver_reports(self, session: SessionRecord, turns: list[Turn]) -> RoundResult:
+        result = RoundResult()
+        last_wire = session.last_wire_time
+        for index, turn in enumerate(turns):
+            if self.stopping.is_set():
+                result.held += len(turns) - index  # shutting down: the rest stays spooled
+                return result
+            text = self._plaintext(turn)
+            if text is None:
+                return self._park(session, turns[index:], UNREADABLE_REASON, result)
+            parts = wire_parts(text, self.api.max_content_chars)
+            wire, last_wire = self._pin_wire_time(turn, last_wire, len(parts))
+            outcome = await self._send_parts(session, turn, parts, wire)
+            if outcome.outcome is Outcome.DELIVERED:
+                self._delivered(session, [turn])
+                result.delivered += 1
+            elif outcome.outcome is Outcome.REJECTED:
+                self._dead_letter(session, [turn], outcome)
+                result.dead_lettered += 1
+            elif outcome.outcome is Outcome.UNROUTABLE:
+                return self._park(session, self.spool.deliverable(session.session_id), outcome.reason, result)
+            else:
+                result.held += 1
+                return result
+        return result
+
+    def _plaintext(self, turn: Turn) -> str | None:
+        """The words to send; None when they are sealed with a key this box does not have."""
+        if not is_sealed(turn.content):
+            return turn.content
+        if self.spool.cipher is None:
+            return None
+        try:
+            return self.spool.cipher.open(turn.content)
+        except ContentKeyError:
+            return None
+
+    def _pin_wire_time(self, turn: Turn, last_wire: int, parts: int) -> tuple[int, int]:
+        if turn.wire_time is not None:
+            return turn.wire_time, max(last_wire, turn.wire_time + parts - 1)
+        wire = first_wire_time(turn, last_wire, self._unit)
+        self.spool.fix_wire_time(turn.session_id, turn.seq, wire, wire + parts - 1)
+        return wire, wire + parts - 1
+
+    async def _send_parts(self, session: SessionRecord, turn: Turn, parts: list[str],
+                          wire: int) -> DeliveryResult:
+        result = DeliveryResult(Outcome.DELIVERED, "nothing left to send")
+        for index in range(self.spool.parts_sent(turn.session_id, turn.seq), len(parts)):
+            report = Report(session.mac, session.session_id, int(turn.chat_type), parts[index],
+                            wire + index, idempotency_key(turn, index, len(parts)))
+            result = await self._with_retries(lambda r=report: self.client.report(r), [turn])
+            if result.outcome is not Outcome.DELIVERED:
+                return result
+            if len(parts) > 1:
+                self.spool.record_parts_sent(turn.session_id, turn.seq, index + 1)
+        return result
+
+    async def _deliver_session(self, session: SessionRecord, turns: list[Turn]) -> RoundResult:
+        messages: list[SessionMessage] = []
+        last_wire = session.last_wire_time
+        for turn in turns:
+            text = self._plaintext(turn)
+            if text is None:
+                return self._park(session, turns, UNREADABLE_REASON)
+            parts = wire_parts(text, self.api.max_content_chars)
+            wire, last_wire = self._pin_wire_time(turn, last_wire, len(parts))
+            messages += [SessionMessage(int(turn.chat_type), part, wire + i) for i, part in enumerate(parts)]
+        upload = SessionUpload(session.mac, session.session_id, session.agent_id, tuple(messages),
+                               session.ended_ms is not None,
+                               f"{session.session_id}#{turns[0].seq}-{turns[-1].seq}")
+        outcome = await self._with_retries(lambda: self.client.upload_session(upload), turns)
+        if outcome.outcome is Outcome.DELIVERED:
+            self._delivered(session, turns)
+            return RoundResult(delivered=len(turns))
+        if outcome.outcome is Outcome.REJECTED:
+            self._dead_letter(session, turns, outcome)
+            return RoundResult(dead_lettered=len(turns))
+        if outcome.outcome is Outcome.UNROUTABLE:
+            return self._park(session, turns, outcome.reason)
+        return RoundResult(held=len(turns))
+
+    async def _with_retries(self, send: Callable[[], Awaitable[DeliveryResult]],
+                            turns: list[Turn]) -> DeliveryResult:
+        """Send until an outcome other than retryable, pausing while the secret is refused."""
+        while True:
+            await self._wait_gate()
+            retrying = AsyncRetrying(
+                retry=retry_if_result(lambda r: r.outcome is Outcome.RETRYABLE),
+                wait=self._wait, stop=self._should_stop, sleep=self._sleep,
+                before_sleep=lambda state: self._record_retry(state, turns),
+                retry_error_callback=lambda state: state.outcome.result())
+            result = await retrying(self._counted(send))
+            if result.outcome is not Outcome.UNAUTHORIZED:
+                return result
+            self._record_failure(turns, TurnStatus.PENDING, result.reason, 0)
+            self.gate.close(result.reason)
+            if self.stopping.is_set():
+                return DeliveryResult(Outcome.RETRYABLE, "stopping while the secret is refused")
+
+    def _counted(self, send: Callable[[], Awaitable[DeliveryResult]]) -> Callable[[], Awaitable[DeliveryResult]]:
+        async def attempt() -> DeliveryResult:
+            result = await send()
+            self.metrics.attempts.labels(outcome=result.outcome.value).inc()
+            return result
+
+        return attempt
+
+    async def _wait_gate(self) -> None:
+        if self.gate.is_open:
+            return
+        gate = asyncio.ensure_future(self.gate.wait_open())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({gate, stop}, return_when=asyncio.FIRST_COMPLETED)
+        gate.cancel()
+        stop.cancel()
+
+    def _wait(self, state: RetryCallState) -> float:
+        # Full jitter, but never sooner than the Manager's Retry-After asks.
+        retry_after = state.outcome.result().retry_after if state.outcome else None
+        return max(self._backoff(state), retry_after or 0.0)
+
+    def _should_stop(self, state: RetryCallState) -> bool:
+        if self.max_attempts is not None and state.attempt_number >= self.max_attempts:
+            return True
+        return self.stopping.is_set()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    def _record_retry(self, state: RetryCallState, turns: list[Turn]) -> None:
+        result: DeliveryResult = state.outcome.result()
+        delay = state.next_action.sleep if state.next_action else 0.0
+        self._record_failure(turns, TurnStatus.PENDING, result.reason, delay)
+        log.warning("delivery_retry", session_id=turns[0].session_id, seq=turns[0].seq,
+                    attempt=state.attempt_number, reason=result.reason, retry_in=round(delay, 3))
+
+    def _record_failure(self, turns: list[Turn], status: TurnStatus, reason: str, delay: float) -> None:
+        now = self._now()
+        self.spool.mark_attempt_failed(turns[0].session_id, [t.seq for t in turns], status=status,
+                                       error=reason, next_attempt_ms=now + int(delay * 1000), now_ms=now)
+
+    def _delivered(self, session: SessionRecord, turns: list[Turn]) -> None:
+        now = self._now()
+        self.spool.mark_delivered(session.session_id, [t.seq for t in turns], now)
+        self.metrics.turn_event("delivered", len(turns))
+        for turn in turns:
+            self.metrics.latency.observe(max(0, now - turn.captured_ms) / 1000)
+
+    def _dead_letter(self, session: SessionRecord, turns: list[Turn], outcome: DeliveryResult) -> None:
+        self._record_failure(turns, TurnStatus.DEAD_LETTER, outcome.reason, 0)
+        self.metrics.turn_event("dead_letter", len(turns))
+        log.error("turn_dead_lettered", session_id=session.session_id, seqs=[t.seq for t in turns],
+                  reason=outcome.reason)
+
+    def _park(self, session: SessionRecord, turns: list[Turn], reason: str,
+              result: RoundResult | None = None) -> RoundResult:
+        result = result or RoundResult()
+        if turns:
+            self._record_failure(turns, TurnStatus.PARKED, reason, self.shipping.parked_retry_interval)
+            self.metrics.turn_event("parked", len(turns))
+            log.warning("session_parked", session_id=session.session_id, turns=len(turns),
+                        reason=reason, retry_in=self.shipping.parked_retry_interval)
+        result.parked += len(turns)
+        return result
+
+    async def _lookup_agent(self, session: SessionRecord) -> SessionRecord:
+        # Enrichment only: an unbound or failed lookup never stops delivery.
+        if not self.api.agent_lookup or session.agent_id:
+            return session
+        agent_id = await self.client.agent_id(session.mac)
+        if not agent_id:
+            log.warning("device_not_bound_per_lookup", session_id=session.session_id)
+            return session
+        self.spool.set_agent_id(session.session_id, agent_id)
+        return self.spool.session(session.session_id) or session

@@ -1,0 +1,225 @@
+"""The host's single shipper: decide which sessions are due and run their delivery rounds.
+
+Job processes only capture; this loop reads the spool, so delivery survives any job dying.
+It wakes on ``wake()`` (same process) or every ``poll_interval`` (other processes' turns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from voicelog.services.shipping._auth_gate import AuthGate
+from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.domain._clock import wall_ms
+from voicelog.services.config._settings import Settings
+from voicelog.services.shipping.manager._client import ManagerApiClient
+from voicelog.services.ops._metrics import Metrics
+from voicelog.services.domain._models import TurnStatus
+from voicelog.services.domain._ownership import owner_alive
+from voicelog.services.shipping._session_sender import RoundResult, SessionSender
+from voicelog.services.spool._spool import Backlog, Spool
+
+log = structlog.get_logger("voicelog.shipper")
+
+
+def is_due(backlog: Backlog, now_ms: int, *, batch_size: int, send_interval_ms: int,
+           session_mode: bool, flush_all: bool = False) -> bool:
+    """Whether a session's waiting turns should be sent now (the batch rules of the plan)."""
+    if flush_all:
+        return True
+    if backlog.next_attempt_ms > now_ms:
+        return False  # backing off, or parked
+    if backlog.ended or backlog.flush_requested:
+        return True
+    if session_mode:
+        return False  # the session endpoint takes a whole session, once
+    return backlog.waiting >= batch_size or now_ms - backlog.oldest_captured_ms >= send_interval_ms
+
+
+@dataclass
+class ShipSummary:
+    """Totals of a shipping run, for ``ship --once`` and logs."""
+
+    delivered: int = 0
+    parked: int = 0
+    dead_lettered: int = 0
+    held: int = 0
+    remaining: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: RoundResult) -> None:
+        self.delivered += result.delivered
+        self.parked += result.parked
+        self.dead_lettered += result.dead_lettered
+        self.held += result.held
+
+
+class Shipper:
+    """Own delivery for one spool: schedule due sessions, bounded concurrency, clean drain."""
+
+    def __init__(self, spool: Spool, client: ManagerApiClient, settings: Settings, *,
+                 backups: BackupWriter | None = None, metrics: Metrics | None = None,
+                 max_attempts: int | None = None, now: Callable[[], int] = wall_ms) -> None:
+        self.spool, self.client, self.settings = spool, client, settings
+        self.backups = backups
+        self.metrics = metrics or Metrics()
+        self.stopping = asyncio.Event()
+        self.gate = AuthGate(client.check_secret, settings.shipper.auth_retry_interval)
+        self.sender = SessionSender(spool, client, settings.manager_api, settings.shipper, self.gate,
+                                    self.metrics, self.stopping, max_attempts=max_attempts, now=now)
+        self.summary = ShipSummary()
+        self._now = now
+        self._wakeup = asyncio.Event()
+        self._active: dict[str, asyncio.Task[RoundResult]] = {}
+        self._last_reap_ms = 0
+        self._failed_rounds: dict[str, tuple[int, int]] = {}  # session -> (failures, retry at ms)
+        self.last_delivery_ms: int | None = None
+
+    def wake(self, session_id: str | None = None) -> None:
+        """Look at the spool now instead of at the next poll (same-process capture calls this)."""
+        self._wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> ShipSummary:
+        """Deliver until ``stop`` is set, then drain within the configured timeout."""
+        log.info("shipper_started", api_mode=self.settings.manager_api.api_mode)
+        while not stop.is_set():
+            self._schedule(flush_all=False)
+            await self._idle(stop)
+        await self.drain(self.settings.shipper.drain_timeout)
+        return self.summary
+
+    async def drain(self, timeout: float) -> None:
+        """Try to deliver everything waiting within ``timeout``; the rest stays in the spool."""
+        try:
+            await asyncio.wait_for(self._deliver_everything(), timeout)
+        except TimeoutError:
+            log.warning("drain_timeout_rest_stays_spooled", timeout=timeout)
+        await self.aclose()
+
+    async def run_once(self) -> ShipSummary:
+        """One pass over everything deliverable now (``ship --once``), then report what is left."""
+        await self._deliver_everything()
+        await self.aclose()
+        self.summary.remaining = {k: v for k, v in self.spool.status_counts().items()
+                                  if k in (TurnStatus.PENDING, TurnStatus.PARKED,
+                                           TurnStatus.DEAD_LETTER, TurnStatus.OPEN)}
+        return self.summary
+
+    async def _deliver_everything(self) -> None:
+        tried: set[str] = set()
+        waiting: list[Backlog] = []
+        while True:
+            waiting = [b for b in waiting if b.session_id not in tried]
+            if not waiting:
+                # Re-read the backlog only when this pass's list is used up: the query scans
+                # every waiting turn, so running it per finished round dominated big drains.
+                self._reap_abandoned(force=True)
+                waiting = [b for b in self.spool.backlog() if b.session_id not in tried]
+                if not waiting and not self._active:
+                    return
+            self._schedule(flush_all=True, only=waiting, tried=tried)
+            if not self._active:
+                tried.update(b.session_id for b in waiting)  # none could start now: not this run
+                continue
+            await asyncio.wait(list(self._active.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    def _schedule(self, *, flush_all: bool, only: list[Backlog] | None = None,
+                  tried: set[str] | None = None) -> None:
+        now = self._now()
+        self._reap_abandoned()
+        limit = self.settings.shipper.max_concurrent_sessions
+        if len(self._active) >= limit:
+            return  # no free slot: skip the backlog query, which scans every waiting turn
+        history = self.settings.chat_history
+        for backlog in self.spool.backlog() if only is None else only:
+            if len(self._active) >= limit:
+                return
+            if backlog.session_id in self._active or self._cooling_down(backlog.session_id, now):
+                continue
+            if not is_due(backlog, now, batch_size=history.batch_size,
+                          send_interval_ms=int(history.send_interval * 1000),
+                          session_mode=self.settings.manager_api.api_mode == "session",
+                          flush_all=flush_all):
+                continue
+            if tried is not None:
+                tried.add(backlog.session_id)
+            self._active[backlog.session_id] = asyncio.create_task(
+                self._round(backlog.session_id), name=f"voicelog-ship-{backlog.session_id}")
+
+    async def _round(self, session_id: str) -> RoundResult:
+        result = RoundResult()
+        # Every log line of this round (sender, client) carries the session id.
+        structlog.contextvars.bind_contextvars(session_id=session_id)
+        try:
+            session = self.spool.session(session_id)
+            if session is not None:
+                result = await self.sender.deliver(session)
+                self._after_round(session_id, result)
+            self._failed_rounds.pop(session_id, None)
+        except Exception:  # noqa: BLE001 - one session's bug must not stop delivery for all
+            delay = self._back_off_round(session_id)
+            log.exception("delivery_round_failed", session_id=session_id, retry_in=delay)
+        finally:
+            self._active.pop(session_id, None)
+            self._wakeup.set()
+        return result
+
+    def _after_round(self, session_id: str, result: RoundResult) -> None:
+        self.summary.add(result)
+        if result.delivered:
+            self.last_delivery_ms = self._now()
+        if not self.spool.deliverable(session_id):
+            self.spool.clear_flush_request(session_id)
+        if self.backups is not None:
+            self.backups.write(self.spool, session_id, self._now())
+
+    def _back_off_round(self, session_id: str) -> float:
+        # A round that raised (e.g. disk full while writing status) waits before it runs again,
+        # doubling like delivery retries, instead of spinning.
+        failures = self._failed_rounds.get(session_id, (0, 0))[0] + 1
+        shipping = self.settings.shipper
+        delay = min(shipping.retry_max, shipping.retry_initial * 2 ** (failures - 1))
+        self._failed_rounds[session_id] = (failures, self._now() + int(delay * 1000))
+        return delay
+
+    def _cooling_down(self, session_id: str, now_ms: int) -> bool:
+        failed = self._failed_rounds.get(session_id)
+        return failed is not None and failed[1] > now_ms
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        waker = asyncio.ensure_future(self._wakeup.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waker, stopper}, timeout=self.settings.shipper.poll_interval,
+                           return_when=asyncio.FIRST_COMPLETED)
+        waker.cancel()
+        stopper.cancel()
+        self._wakeup.clear()
+
+    def _reap_abandoned(self, force: bool = False) -> None:
+        """Seal sessions whose capturing process died, so their turns become deliverable."""
+        now = self._now()
+        if not force and now - self._last_reap_ms < self.settings.shipper.reap_interval * 1000:
+            return
+        self._last_reap_ms = now
+        for session in self.spool.sessions(live=True):
+            if owner_alive(session.owner):
+                continue
+            sealed = self.spool.end_session(session.session_id, ended_ms=now, reason="abandoned")
+            log.warning("abandoned_session_sealed", session_id=session.session_id, sealed=sealed)
+            if self.backups is not None:
+                self.backups.write(self.spool, session.session_id, now)
+
+    async def aclose(self) -> None:
+        """Stop retries and cancel rounds still running; their turns stay pending in the spool."""
+        self.stopping.set()
+        if self._active:
+            await asyncio.wait(list(self._active.values()), timeout=5)
+        for task in list(self._active.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.gate.aclose()

@@ -1,0 +1,85 @@
+"""The spool's tables and how their rows become records.
+
+Bump SCHEMA_VERSION when an older voicelog could no longer use the tables; an added table
+is not such a change (older code ignores it), so ``losses`` kept version 1.
+"""
+
+from __future__ import annotations
+
+from voicelog.services.domain._models import ChatType, SessionRecord, Turn, TurnStatus
+
+SCHEMA_VERSION = 1
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        session_id TEXT PRIMARY KEY,
+        mac TEXT NOT NULL,
+        mac_valid INTEGER NOT NULL,
+        mac_source TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        ended_ms INTEGER,
+        end_reason TEXT,
+        owner TEXT,
+        agent_id TEXT,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        last_wire_time INTEGER NOT NULL DEFAULT 0,
+        flush_requested INTEGER NOT NULL DEFAULT 0,
+        updated_ms INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS turns (
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        chat_type INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        report_ms INTEGER NOT NULL,
+        captured_ms INTEGER NOT NULL,
+        interrupted INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+        wire_time INTEGER,
+        parts_sent INTEGER NOT NULL DEFAULT 0,
+        delivered_ms INTEGER,
+        updated_ms INTEGER NOT NULL,
+        UNIQUE (session_id, seq))""",
+    "CREATE INDEX IF NOT EXISTS turns_by_status ON turns (status, session_id, seq)",
+    # What could not be kept, counted where support staff and the shipper can see it:
+    # capture writes dropped while the disk was full, turns lost to a damaged spool file.
+    """CREATE TABLE IF NOT EXISTS losses (
+        at_ms INTEGER NOT NULL,
+        session_id TEXT,
+        kind TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        detail TEXT)""",
+)
+
+TURN_COLUMNS = ("session_id", "seq", "chat_type", "content", "report_ms", "captured_ms",
+                "interrupted", "status", "attempts", "last_error", "next_attempt_ms", "wire_time",
+                "parts_sent", "delivered_ms", "updated_ms")
+SESSION_COLUMNS = ("session_id", "mac", "mac_valid", "mac_source", "started_ms", "ended_ms",
+                   "end_reason", "owner", "agent_id", "skipped", "last_wire_time",
+                   "flush_requested", "updated_ms")
+
+# The columns read into records, in the order turn_record / session_record unpack them.
+TURN_FIELDS = ("session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, "
+               "status, attempts, last_error, next_attempt_ms, wire_time, delivered_ms")
+SESSION_FIELDS = ("session_id, mac, mac_valid, mac_source, started_ms, ended_ms, end_reason, "
+                  "owner, agent_id, skipped, last_wire_time")
+
+
+def turn_record(row: tuple) -> Turn:
+    """A Turn from a row of TURN_FIELDS."""
+    (session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, status,
+     attempts, last_error, next_attempt_ms, wire_time, delivered_ms) = row
+    return Turn(session_id, seq, ChatType(chat_type), content, report_ms, captured_ms,
+                bool(interrupted), TurnStatus(status), attempts, last_error, next_attempt_ms,
+                wire_time, delivered_ms)
+
+
+def session_record(row: tuple) -> SessionRecord:
+    """A SessionRecord from a row of SESSION_FIELDS."""
+    (session_id, mac, mac_valid, mac_source, started_ms, ended_ms, end_reason, owner,
+     agent_id, skipped, last_wire_time) = row
+    return SessionRecord(session_id, mac, bool(mac_valid), mac_source, started_ms, ended_ms,
+                         end_reason, owner, agent_id, skipped, last_wire_time)
