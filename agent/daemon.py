@@ -19,16 +19,22 @@ from typing import Any
 
 import structlog
 
-from voicelog.agent.wiring import open_spool
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.domain._clock import wall_ms
-from voicelog.services.config._settings import Settings
-from voicelog.services.ops._http import MANAGER_PROBE_TTL, ManagerHealth, OpsHttpServer
-from voicelog.services.shipping.manager._client import ManagerApiClient
-from voicelog.services.ops._metrics import BACKLOG_STATUSES, Metrics, SpoolStats
-from voicelog.services.domain._ownership import ShipperLock
-from voicelog.services.ops._sd_notify import Notifier
-from voicelog.services.shipping._shipper import Shipper, ShipSummary
+from voicelog.agent.wiring import host_spool
+from voicelog.services.backup import BackupWriter
+from voicelog.services.config import Settings
+from voicelog.services.domain import ShipperLock, first_of, wall_ms
+from voicelog.services.ops import (
+    BACKLOG_STATUSES,
+    MANAGER_PROBE_TTL,
+    ManagerHealth,
+    Metrics,
+    Notifier,
+    OpsHttpServer,
+    SpoolStats,
+)
+from voicelog.services.shipping import Shipper, ShipSummary
+from voicelog.services.shipping.manager import ManagerApiClient
+from voicelog.services.spool import DeliveryState
 
 log = structlog.get_logger("voicelog.daemon")
 # The shipper passes its loop every poll_interval; this many missed passes means it is stuck
@@ -174,7 +180,7 @@ class Operations:
 
     async def _prune_periodically(self, stop: asyncio.Event) -> None:
         try:
-            from voicelog.services.privacy._retention import prune
+            from voicelog.services.privacy import prune
         except ImportError:
             log.info("prune_unavailable_retention_module_missing")
             return
@@ -190,9 +196,9 @@ class Operations:
 
     def _prune_once(self, prune: Callable[..., Any]) -> None:
         # Its own connection: the shipper's is used by the event loop meanwhile.
-        from voicelog.services.privacy._retention import expiring_undelivered
+        from voicelog.services.privacy import expiring_undelivered
 
-        spool = open_spool(self.settings)
+        spool = host_spool(self.settings)
         history = self.settings.chat_history
         try:
             expiring = expiring_undelivered(spool, history, now_ms=wall_ms())
@@ -214,12 +220,11 @@ class Operations:
                      kept_undelivered=len(report.kept_undelivered), errors=report.errors[:5])
 
     def _fleet_channel(self) -> Any:
-        from voicelog.services.ops._logging import add_secrets
-        from voicelog.services.ops._mqtt_fleet import FleetChannel, FleetCommands
+        from voicelog.services.ops import FleetChannel, FleetCommands, add_secrets
 
         mqtt = self.settings.mqtt
         add_secrets(mqtt.password.reveal(), mqtt.command_key.reveal())
-        commands = FleetCommands(self.shipper.spool, self.shipper.wake)
+        commands = FleetCommands(self.shipper.delivery, self.shipper.wake)
         return FleetChannel(mqtt, status=self._fleet_status, version=_version(), commands=commands)
 
     async def _fleet_status(self) -> dict[str, Any]:
@@ -239,12 +244,12 @@ def build_shipper(settings: Settings, *, metrics: Metrics | None = None,
                   max_attempts: int | None = None,
                   now: Callable[[], int] = wall_ms) -> tuple[Shipper, Callable[[], Awaitable[None]]]:
     """A shipper over the host spool, and the coroutine function that releases its resources."""
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     lock = ShipperLock(spool.path)
     lock.acquire()
     client = ManagerApiClient(settings.manager_api)
     history = settings.chat_history
-    shipper = Shipper(spool, client, settings, metrics=metrics, max_attempts=max_attempts, now=now,
+    shipper = Shipper(DeliveryState(spool), client, settings, observer=metrics, max_attempts=max_attempts, now=now,
                       backups=BackupWriter(history.backup_dir, fsync=history.durability == "power"))
 
     async def release() -> None:
@@ -301,8 +306,7 @@ async def run_daemon(settings: Settings, server: Any) -> int:
         ops.watch("livekit_worker", worker)
         ops.watch("shipper", shipping)
         ops.ready("capturing and delivering")
-        stop_wait = asyncio.ensure_future(signals.stop.wait())
-        await asyncio.wait({worker, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        await first_of(worker, signals.stop)
         if worker.done() and not signals.stop.is_set():
             log.error("livekit_worker_exited", error=repr(worker.exception()))
             signals.stop.set()
@@ -331,9 +335,7 @@ def _version() -> str:
 
 async def _race(work: Awaitable[Any], hurry: asyncio.Event) -> None:
     task = asyncio.ensure_future(work)
-    hurried = asyncio.ensure_future(hurry.wait())
-    await asyncio.wait({task, hurried}, return_when=asyncio.FIRST_COMPLETED)
-    hurried.cancel()
+    await first_of(task, hurry)
     if not task.done():
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -9,12 +9,12 @@ import structlog
 
 from voicelog.handlers.chat_capture import ChatCapture
 from voicelog.handlers.opt_out import OptedOutCapture, opted_out
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import Settings
-from voicelog.services.sealing._cipher import cipher_from_settings
-from voicelog.services.domain._identity import DeviceIdentity
-from voicelog.services.spool._spool import Spool
+from voicelog.services.backup import BackupWriter
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import Settings
+from voicelog.services.domain import DeviceIdentity
+from voicelog.services.sealing import cipher_from_settings
+from voicelog.services.spool import Spool, open_spool
 
 log = structlog.get_logger("voicelog.agent")
 
@@ -37,9 +37,9 @@ def attach_capture(session: Any, identity: DeviceIdentity, settings: Settings, s
     return ChatCapture(service).attach(session)
 
 
-def open_spool(settings: Settings, *, busy_timeout_ms: int = 5000) -> Spool:
-    """Open the host's spool with the configured durability and size cap."""
+def host_spool(settings: Settings, *, busy_timeout_ms: int = 5000) -> Spool:
+    """Open (checking, and recovering if need be) the host's spool as configured."""
     history = settings.chat_history
-    return Spool(history.spool_file, durability=history.durability,
+    return open_spool(history.spool_file, durability=history.durability,
                  max_bytes=history.spool_max_mb * 1024 * 1024, busy_timeout_ms=busy_timeout_ms,
                  backup_dir=history.backup_dir, cipher=cipher_from_settings(history))

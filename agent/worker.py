@@ -7,9 +7,9 @@ from typing import Any
 
 import structlog
 
-from voicelog.agent.wiring import attach_capture, open_spool
-from voicelog.services.config._settings import ConfigError, Settings, load_settings
-from voicelog.services.domain._identity import resolve_identity
+from voicelog.agent.wiring import attach_capture, host_spool
+from voicelog.services.config import ConfigError, Settings, load_settings
+from voicelog.services.domain import resolve_identity
 
 log = structlog.get_logger("voicelog.agent")
 LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
@@ -30,7 +30,7 @@ def _prewarm(proc: Any) -> None:
     # Each job process parses config itself (same file via VOICELOG_CONFIG, same env).
     settings = load_settings()
     proc.userdata["settings"] = settings
-    proc.userdata["spool"] = open_spool(settings, busy_timeout_ms=CAPTURE_BUSY_TIMEOUT_MS)
+    proc.userdata["spool"] = host_spool(settings, busy_timeout_ms=CAPTURE_BUSY_TIMEOUT_MS)
 
 
 async def entrypoint(ctx: Any) -> None:

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from voicelog.agent.wiring import attach_capture, open_spool
-from voicelog.agent.simulation.scripted import run_conversation
-from voicelog.agent.simulation.run import generated_devices
 from bench.common import bench_settings, identity_for, percentile, ratio
+from voicelog.agent.simulation.run import generated_devices
+from voicelog.agent.simulation.scripted import run_conversation
+from voicelog.agent.wiring import attach_capture, host_spool
 from voicelog.handlers.chat_capture import ChatCapture
 
 SLOWDOWN_LIMIT = 1.10
@@ -76,7 +76,7 @@ async def _lag_monitor(lags: list[float]) -> None:
 
 async def _step(n: int, sizes: Any, work: Path, script: list[Any]) -> dict[str, Any]:
     settings = bench_settings(work / f"n{n}")
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     meter, ending = CpuMeter(), CpuMeter()
     spool.end_session = ending.wrap(spool.end_session)
     lags: list[float] = []

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voicelog.agent.wiring import open_spool
 from bench import senders
 from bench.common import bench_settings, fill_spool, mac_for, ratio, report_bodies
 from bench.manager_process import REPO, ManagerProcess, process_rss_mb, running_manager
+from voicelog.agent.wiring import host_spool
 
 SAMPLE_EVERY = 0.25
 DRAIN_TIMEOUT = 900.0
@@ -117,7 +117,7 @@ def run(sizes: Any, work: Path) -> dict[str, Any]:
     with running_manager(work, [mac_for(i) for i in range(sessions)]) as manager:
         settings = bench_settings(work / "backlog", manager.url, logging={"level": "INFO", "format": "json"},
                                   shipper={"max_concurrent_sessions": sizes.concurrency})
-        spool = open_spool(settings)
+        spool = host_spool(settings)
         filling = time.perf_counter()
         filled = fill_spool(settings, spool, sessions, turns)
         fill_s = time.perf_counter() - filling

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import bench_settings, identity_for, ratio, summary, text_for
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.domain._models import ChatType
-from voicelog.services.spool._spool import Spool
+from voicelog.services.backup import BackupWriter
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.domain import ChatType
+from voicelog.services.spool import Spool, open_spool
 
 LEVELS = ("list", "process", "power")
 DEFAULT_LEVEL = "process"
@@ -39,7 +39,7 @@ def _capturers(level: str, sessions: int, work: Path) -> tuple[list[Callable[...
     if level == "list":
         return [ListBuffer().add_message for _ in range(sessions)], None
     settings = bench_settings(work, chat_history={"durability": level})
-    spool = Spool(work / "spool.db", durability=level)
+    spool = open_spool(work / "spool.db", durability=level)
     backups = BackupWriter(settings.chat_history.backup_dir, fsync=level == "power")
     services = [ChatHistoryService(spool, identity_for(i), settings.chat_history, backups=backups)
                 for i in range(sessions)]

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import LoggingSettings, Settings
-from voicelog.services.domain._identity import DeviceIdentity, resolve_identity
-from voicelog.services.ops._logging import configure_logging
-from voicelog.services.domain._models import ChatType
-from voicelog.services.spool._spool import Spool
 from tests.settings_factory import make_settings
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import LoggingSettings, Settings
+from voicelog.services.domain import ChatType, DeviceIdentity, resolve_identity
+from voicelog.services.ops import configure_logging
+from voicelog.services.spool import Spool
 
 SECRET = "bench-secret"
 # What a child and a toy say: mixed scripts and emoji, 20-80 characters, like agent/simulate.

@@ -15,13 +15,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from voicelog.agent.wiring import open_spool
-from voicelog.agent.daemon import ship_once
 from bench import senders
-from bench.common import (FilledSession, bench_settings, fill_spool, mac_for, ratio, report_bodies,
-                          session_bodies)
+from bench.common import (
+    FilledSession,
+    bench_settings,
+    fill_spool,
+    mac_for,
+    ratio,
+    report_bodies,
+    session_bodies,
+)
 from bench.manager_process import ManagerProcess, check_order, running_manager
-from voicelog.services.config._settings import Settings
+from voicelog.agent.daemon import ship_once
+from voicelog.agent.wiring import host_spool
+from voicelog.services.config import Settings
 
 REPORT_VARIANTS = ("ceiling", "voicelog", "naive")
 SESSION_VARIANTS = ("ceiling_session", "voicelog_session")
@@ -44,7 +51,7 @@ def _one(variant: str, manager: ManagerProcess, work: Path, sizes: Any,
     """Run one variant over freshly captured sessions; returns its throughput and client CPU."""
     mode = "session" if variant.endswith("session") else "report"
     settings = _settings(work / variant, manager, sizes, mode)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     filled = fill_spool(settings, spool, sizes.delivery_sessions, sizes.delivery_turns)
     spool.close()
     turns = sizes.delivery_sessions * sizes.delivery_turns

@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import ChatHistorySettings, LoggingSettings
-from voicelog.services.sealing._cipher import ContentCipher, generate_key
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.ops._logging import configure_logging
-from voicelog.services.domain._models import ChatType
-from voicelog.services.spool._spool import Spool
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import ChatHistorySettings, LoggingSettings
+from voicelog.services.domain import ChatType, resolve_identity
+from voicelog.services.ops import configure_logging
+from voicelog.services.sealing import ContentCipher, generate_key
+from voicelog.services.spool import open_spool
 
 # "process+enc" is the default durability with content encryption on (chat_history.encrypt_content).
 LEVELS = ("process", "process+enc", "power")
@@ -36,7 +35,7 @@ def timed_turns(directory: Path, level: str, turns: int, round_index: int) -> li
     """Microseconds per add_message for ``turns`` turns into a fresh spool at ``level``."""
     durability, _, encrypted = level.partition("+")
     cipher = ContentCipher([generate_key()]) if encrypted else None
-    spool = Spool(directory / f"{durability}{encrypted}-{round_index}.db", durability=durability, cipher=cipher)
+    spool = open_spool(directory / f"{durability}{encrypted}-{round_index}.db", durability=durability, cipher=cipher)
     service = ChatHistoryService(spool, resolve_identity(f"bench-{level}-{round_index}_6825ddba3978"),
                                  ChatHistorySettings())
     for _ in range(50):  # warm-up: page cache, statement cache, WAL file grown

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voicelog.agent.wiring import open_spool
-from voicelog.agent.daemon import build_shipper
 from bench.common import TEXTS, bench_settings, identity_for, mac_for, summary
 from bench.manager_process import ManagerProcess, epoch, running_manager
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import Settings
-from voicelog.services.domain._models import ChatType
+from voicelog.agent.daemon import build_shipper
+from voicelog.agent.wiring import host_spool
+from voicelog.services.backup import BackupWriter
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import Settings
+from voicelog.services.domain import ChatType
 
 DELIVERY_TIMEOUT = 60.0
 
@@ -59,7 +59,7 @@ async def _measure(sizes: Any, work: Path, manager: ManagerProcess) -> tuple[int
     shipper, release = build_shipper(settings)
     stop = asyncio.Event()
     shipping = asyncio.create_task(shipper.run(stop))
-    spool = open_spool(settings)  # a job process's own connection
+    spool = host_spool(settings)  # a job process's own connection
     backups = BackupWriter(settings.chat_history.backup_dir)
     services = [ChatHistoryService(spool, identity_for(i), settings.chat_history, backups=backups,
                                    on_flush=shipper.wake) for i in range(sizes.latency_sessions)]

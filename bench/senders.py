@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import SECRET
-from voicelog.services.shipping.manager._client import REPORT_PATH, SESSION_PATH
+from voicelog.services.shipping.manager import REPORT_PATH, SESSION_PATH
 
 HEADERS = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
 NAIVE_BATCH = 5

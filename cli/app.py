@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from voicelog.services.config._settings import ConfigError, Settings, load_settings
-from voicelog.services.ops._logging import configure_logging, settings_secrets
+from voicelog.services.config import ConfigError, Settings, load_settings
+from voicelog.services.ops import configure_logging, settings_secrets
 
 EPILOG = """examples:
   voicelog simulate --sessions 20 --turns 10      # drive simulated toys through the real capture path

@@ -20,9 +20,8 @@ from typing import Any
 
 import structlog
 
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.domain._models import ChatType, Turn
-from voicelog.services.domain._text import clean_transcript, join_segments
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.domain import ChatType, Turn, clean_transcript, join_segments
 
 log = structlog.get_logger("voicelog.capture")
 

@@ -6,19 +6,18 @@ Prints "ack N" on stdout once ``add_message`` returned for turn N.
 
 import sys
 
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import ChatHistorySettings, LoggingSettings
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.ops._logging import configure_logging
-from voicelog.services.domain._models import ChatType
-from voicelog.services.spool._spool import Spool
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import ChatHistorySettings, LoggingSettings
+from voicelog.services.domain import ChatType, resolve_identity
+from voicelog.services.ops import configure_logging
+from voicelog.services.spool import open_spool
 
 
 def main(argv: list[str]) -> int:
     configure_logging(LoggingSettings(level="WARNING"))  # stdout carries only the acks
     spool_path, session_id, start, count = argv[0], argv[1], int(argv[2]), int(argv[3])
     durability = argv[4] if len(argv) > 4 else "process"
-    spool = Spool(spool_path, durability=durability)
+    spool = open_spool(spool_path, durability=durability)
     service = ChatHistoryService(spool, resolve_identity(session_id), ChatHistorySettings())
     for number in range(start, start + count):
         kind = ChatType.USER if number % 2 else ChatType.AGENT

@@ -5,10 +5,10 @@ from typing import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from voicelog.services.config._settings import LoggingSettings
-from voicelog.services.ops._logging import configure_logging
 from tests.mariadb import create_database, drop_database, ensure_mariadb_running
 from tests.reference_manager import ReferenceManager
+from voicelog.services.config import LoggingSettings
+from voicelog.services.ops import configure_logging
 
 
 @pytest.fixture(autouse=True, scope="session")

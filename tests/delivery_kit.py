@@ -9,16 +9,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from voicelog.agent.wiring import open_spool
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import Settings
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.shipping.manager._client import ManagerApiClient
-from voicelog.services.domain._models import ChatType
-from voicelog.services.shipping._shipper import Shipper
-from voicelog.services.spool._spool import Spool
 from tests.settings_factory import make_settings
+from voicelog.agent.wiring import host_spool
+from voicelog.services.backup import BackupWriter
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import Settings
+from voicelog.services.domain import ChatType, resolve_identity
+from voicelog.services.shipping import Shipper
+from voicelog.services.shipping.manager import ManagerApiClient
+from voicelog.services.spool import DeliveryState, Spool
 
 FAST_SHIPPER = {"retry_initial": 0.02, "retry_max": 0.2, "poll_interval": 0.05,
                 "parked_retry_interval": 0.2, "auth_retry_interval": 0.1, "drain_timeout": 5}
@@ -57,9 +56,10 @@ def capture_numbered(settings: Settings, spool: Spool, mac: str, count: int, *, 
 async def running_shipper(settings: Settings, spool: Spool | None = None,
                           **kwargs: Any) -> AsyncIterator[Shipper]:
     """A shipper running in the background over the settings' spool, stopped and drained after."""
-    spool = spool or open_spool(settings)
+    spool = spool or host_spool(settings)
     client = ManagerApiClient(settings.manager_api)
-    shipper = Shipper(spool, client, settings, backups=BackupWriter(settings.chat_history.backup_dir),
+    delivery = DeliveryState(spool, now=kwargs["now"]) if "now" in kwargs else DeliveryState(spool)
+    shipper = Shipper(delivery, client, settings, backups=BackupWriter(settings.chat_history.backup_dir),
                       **kwargs)
     stop = asyncio.Event()
     task = asyncio.create_task(shipper.run(stop))

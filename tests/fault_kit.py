@@ -23,12 +23,11 @@ from typing import Any
 
 import yaml
 
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import ChatHistorySettings
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.domain._models import ChatType
-from voicelog.services.spool._spool import Spool
+from voicelog.services.backup import BackupWriter
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import ChatHistorySettings
+from voicelog.services.domain import ChatType, resolve_identity
+from voicelog.services.spool import Spool, open_spool
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = 4096
@@ -43,7 +42,7 @@ def room(n: int, mac_hex: str = "6825ddba3978") -> str:
 
 def fill_spool(backup_dir: Path, sessions: int, turns: int, *, end: bool = True) -> dict[str, list[str]]:
     """Capture numbered turns into ``backup_dir/spool.db`` with backups; {session: contents}."""
-    spool = Spool(backup_dir / "spool.db")
+    spool = open_spool(backup_dir / "spool.db")
     writer = BackupWriter(backup_dir)
     expected: dict[str, list[str]] = {}
     try:
@@ -260,14 +259,13 @@ def ship_config(tmp_path: Path, manager: Any, **shipper: Any) -> Path:
 
 
 def _last_number(spool: Spool, session_id: str) -> int:
-    rows = spool.execute_read("SELECT content FROM turns WHERE session_id=? ORDER BY seq DESC LIMIT 1",
-                              (session_id,))
-    return int(rows[0][0].split()[1]) if rows else 0
+    turns = spool.turns(session_id)
+    return int(turns[-1].content.split()[1]) if turns else 0
 
 
 def generate(spool_path: str, session_ids: list[str]) -> None:
     """Write numbered turns forever, half as one-shot turns, half opened then sealed."""
-    spool = Spool(spool_path, busy_timeout_ms=200)
+    spool = open_spool(spool_path, busy_timeout_ms=200)
     services = [ChatHistoryService(spool, resolve_identity(s), ChatHistorySettings(),
                                    retry_interval=0.05) for s in session_ids]
     numbers = [_last_number(spool, s.session_id) for s in services]
@@ -287,8 +285,8 @@ def generate(spool_path: str, session_ids: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from voicelog.services.config._settings import LoggingSettings
-    from voicelog.services.ops._logging import configure_logging
+    from voicelog.services.config import LoggingSettings
+    from voicelog.services.ops import configure_logging
 
     configure_logging(LoggingSettings(level="ERROR"))
     if sys.argv[1] == "generate":

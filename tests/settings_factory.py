@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from voicelog.services.config._settings import Settings, load_settings
+from voicelog.services.config import Settings, load_settings
 
 
 def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:

@@ -14,15 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voicelog.handlers.chat_capture import ChatCapture
-from voicelog.services.backup._writer import BackupWriter, read_backup_document
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import ChatHistorySettings
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.domain._models import ChatType, TurnStatus
-from voicelog.services.spool._spool import Spool
-from voicelog.services.domain._text import MAX_TURN_CHARS, clean_transcript
 from tests.fault_kit import Heartbeat, exchange
+from voicelog.handlers.chat_capture import ChatCapture
+from voicelog.services.backup import BackupWriter, read_document
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import ChatHistorySettings
+from voicelog.services.domain import MAX_TURN_CHARS, ChatType, TurnStatus, clean_transcript, resolve_identity
+from voicelog.services.spool import Spool, open_spool
 
 MB = 1024 * 1024
 # (name, what the child/toy said, what is stored; None = skipped and counted)
@@ -64,7 +62,7 @@ ANY_CHAR = st.one_of(st.characters(exclude_categories=()), SPICY)
 @pytest.fixture(scope="module")
 def spool(tmp_path_factory):
     """One real spool shared by every case (each case is its own session)."""
-    spool = Spool(tmp_path_factory.mktemp("adversarial") / "spool.db")
+    spool = open_spool(tmp_path_factory.mktemp("adversarial") / "spool.db")
     yield spool
     spool.close()
 
@@ -92,7 +90,7 @@ async def test_each_hostile_text_has_its_stated_outcome(spool, tmp_path, name, s
     assert stored(spool, capture) == expected
     assert capture.service.stats.skipped_empty == (2 if kept is None else 0)
     assert capture.errors == 0 and capture.service.stats.lost == 0
-    document = read_backup_document(next(tmp_path.rglob("*.json")))
+    document = read_document(next(tmp_path.rglob("*.json")))
     assert [t["content"] for t in document["turns"] if t["status"] != "skipped"] == [k for _, k in expected]
 
 

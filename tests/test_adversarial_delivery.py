@@ -10,13 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from voicelog.agent.wiring import open_spool
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.domain._models import TurnStatus
-from voicelog.services.shipping._session_sender import NO_MAC_REASON
-from voicelog.services.domain._text import clean_transcript
-from voicelog.services.shipping._wire import wire_parts
 from tests.delivery_kit import (
     capture_numbered,
     contents,
@@ -25,6 +18,10 @@ from tests.delivery_kit import (
     running_shipper,
 )
 from tests.test_adversarial_capture import CASES
+from voicelog.agent.wiring import host_spool
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.domain import TurnStatus, clean_transcript, resolve_identity
+from voicelog.services.shipping import NO_MAC_REASON, wire_parts
 
 MAC = "68:25:dd:ba:39:78"
 
@@ -33,7 +30,7 @@ async def test_hostile_texts_arrive_exactly_or_split_in_order(tmp_path, referenc
     """Every non-empty case (and a 200,000-character turn) becomes exactly the expected rows."""
     await reference_manager.bind_device(MAC)
     settings = delivery_settings(tmp_path, reference_manager, chat_history={"batch_size": 1})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     texts = [said for _, said, kept in CASES if kept is not None and len(said) < 100_000]
     texts.append(" ".join(f"word{i}" for i in range(25_000))[:200_000])
     session_id = capture_numbered(settings, spool, MAC, len(texts), content=lambda i: texts[i - 1])
@@ -54,7 +51,7 @@ async def test_garbage_answers_are_retried_and_never_taken_as_delivery(tmp_path,
     """HTTP 200 with an unusable body: the turn is retried; MariaDB gets each turn once, in order."""
     await reference_manager.bind_device(MAC)
     settings = delivery_settings(tmp_path, reference_manager)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     session_id = capture_numbered(settings, spool, MAC, 5)
     reference_manager.garbage(count, kind)
     async with running_shipper(settings, spool):
@@ -67,7 +64,7 @@ async def test_garbage_answers_are_retried_and_never_taken_as_delivery(tmp_path,
 async def test_sessions_without_a_routable_mac_are_parked_with_a_reason(tmp_path, reference_manager):
     """An invalid MAC is parked unsent with why; a valid but unbound one is parked by the Manager."""
     settings = delivery_settings(tmp_path, reference_manager)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     sessions = {}
     for label, mac in (("invalid", "zz:zz:zz:zz:zz:zz"), ("unbound", "00:00:00:00:00:01")):
         identity = resolve_identity(f"room-{label}", {"device_mac": mac}, None)
@@ -88,7 +85,7 @@ async def test_manager_slower_than_the_timeout_duplicates_only_the_turn_in_fligh
     """A Manager that stores, then answers after our timeout: that turn is resent, nothing else."""
     await reference_manager.bind_device(MAC)
     settings = delivery_settings(tmp_path, reference_manager, manager_api={"timeout": 0.3})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     session_id = capture_numbered(settings, spool, MAC, 4)
     reference_manager.delay_seconds = 0.6  # stored at once, answered after the client gave up
     async with running_shipper(settings, spool):

@@ -16,12 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voicelog.services.backup._writer import BackupWriter, read_backup_document
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import ChatHistorySettings
-from voicelog.services.domain._identity import MAC_PATTERN, UNKNOWN_MAC, resolve_identity
-from voicelog.services.domain._models import ChatType
-from voicelog.services.spool._spool import Spool
+from voicelog.services.backup import BackupWriter, read_document
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import ChatHistorySettings
+from voicelog.services.domain import MAC_PATTERN, UNKNOWN_MAC, ChatType, resolve_identity
+from voicelog.services.spool import Spool, open_spool
 
 HOSTILE_PIECES = ["../", "..", "/", "\\", "\x00", "%00", "~", ".", " ", "_", "6825ddba3978",
                   "6825DDBA3978", "ZZZZZZZZZZZZ", "'; DROP TABLE sessions; --", "<script>", "🐉",
@@ -48,7 +47,7 @@ MAC_CASES = [
 def place(tmp_path_factory) -> tuple[Spool, Path]:
     """A real spool and backup folder shared by every case."""
     root = tmp_path_factory.mktemp("identity")
-    spool = Spool(root / "spool.db")
+    spool = open_spool(root / "spool.db")
     yield spool, root / "backups"
     spool.close()
 
@@ -85,5 +84,5 @@ def test_any_room_and_mac_is_captured_safely(place, room, attribute, participant
         not identity.mac_valid and identity.mac == UNKNOWN_MAC)
     path = capture_one(spool, backups, identity)
     assert path.resolve().is_relative_to(backups.resolve()) and len(path.name.encode()) <= 255
-    assert read_backup_document(path)["session_id"] == identity.session_id
+    assert read_document(path)["session_id"] == identity.session_id
     assert [t.content for t in spool.turns(identity.session_id)][-1] == "hello"

@@ -9,12 +9,10 @@ rejects one in the toy's reply before capture ever sees it.
 
 from __future__ import annotations
 
-from voicelog.agent.wiring import attach_capture, open_spool
-from voicelog.agent.simulation.scripted import run_conversation
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.domain._models import ChatType, TurnStatus
-from voicelog.services.domain._text import clean_transcript
 from tests.settings_factory import make_settings
+from voicelog.agent.simulation.scripted import run_conversation
+from voicelog.agent.wiring import attach_capture, host_spool
+from voicelog.services.domain import ChatType, TurnStatus, clean_transcript, resolve_identity
 
 HOSTILE = [
     "Hello 👨‍👩‍👧‍👦 family 🇯🇵 and 👍🏽", "مرحبا كيف حالك يا صديقي", "z\u0301\u0302\u0303 zalgo e\u0301",
@@ -30,7 +28,7 @@ def _speakable(text: str) -> str:
 async def test_hostile_script_through_a_real_agent_session_is_stored_as_stated(tmp_path):
     """Each hostile line, said by the child and by the toy, is stored as LiveKit delivered it."""
     settings = make_settings(tmp_path)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     identity = resolve_identity("a1b2c3d4-0000-4000-8000-000000000001_6825ddba3978")
     captures = []
     script = [{"user": text, "agent": _speakable(text)} for text in HOSTILE]

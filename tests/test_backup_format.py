@@ -7,19 +7,18 @@ from importlib import resources
 
 import jsonschema
 
-from voicelog.agent.wiring import open_spool
-from voicelog.services.backup._writer import BackupWriter, backup_file_name
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.domain._models import ChatType
 from tests.settings_factory import make_settings
+from voicelog.agent.wiring import host_spool
+from voicelog.services.backup import BackupWriter, backup_file_name
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.domain import ChatType, resolve_identity
 
 SCHEMA = json.loads((resources.files("voicelog.services.backup") / "schemas" / "backup.schema.json").read_text(encoding="utf-8"))
 
 
 def captured_session(tmp_path, room="d3746a02-cfeb-417d-ad05-0c6d3095632d_6825ddba3978"):
     settings = make_settings(tmp_path)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     writer = BackupWriter(settings.chat_history.backup_dir)
     service = ChatHistoryService(spool, resolve_identity(room), settings.chat_history, backups=writer)
     service.add_message(ChatType.USER, "¿Qué es eso? 🦄 \u202eRTL\u202c e\u0301")

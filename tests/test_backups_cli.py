@@ -14,17 +14,16 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from voicelog.agent.wiring import open_spool
-from voicelog.cli.app import main
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import Settings
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.shipping.manager._client import ManagerApiClient
-from voicelog.services.domain._models import ChatType
-from voicelog.services.shipping._shipper import Shipper
-from voicelog.services.spool._spool import Spool
 from tests.delivery_kit import delivery_settings, room_for
+from voicelog.agent.wiring import host_spool
+from voicelog.cli.app import main
+from voicelog.services.backup import BackupWriter
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import Settings
+from voicelog.services.domain import ChatType, resolve_identity
+from voicelog.services.shipping import Shipper
+from voicelog.services.shipping.manager import ManagerApiClient
+from voicelog.services.spool import DeliveryState, Spool
 
 MAC = "68:25:dd:ba:39:78"
 OTHER_MAC = "68:25:dd:00:00:01"
@@ -54,7 +53,7 @@ def make_box(tmp_path: Path, manager, **sections) -> Box:
     """A box under ``tmp_path`` whose config points at ``manager``."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     settings = delivery_settings(tmp_path, manager, **sections)
-    return Box(settings, open_spool(settings), tmp_path / "voicelog-test.yaml")
+    return Box(settings, host_spool(settings), tmp_path / "voicelog-test.yaml")
 
 
 def cli(box: Box, *args: str) -> int:
@@ -85,7 +84,7 @@ async def ship(box: Box, max_attempts: int = 2) -> None:
     """One real shipper pass over everything deliverable, as `voicelog ship --once` does."""
     client = ManagerApiClient(box.settings.manager_api)
     try:
-        await Shipper(box.spool, client, box.settings, backups=BackupWriter(box.backup_dir),
+        await Shipper(DeliveryState(box.spool), client, box.settings, backups=BackupWriter(box.backup_dir),
                       max_attempts=max_attempts).run_once()
     finally:
         await client.aclose()

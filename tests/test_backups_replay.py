@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from voicelog.services.domain._ownership import ShipperLock
 from tests.delivery_kit import contents, eventually, running_shipper
 from tests.test_backups_cli import MAC, OTHER_MAC, capture, cli, make_box, mixed_session, ship
+from voicelog.services.domain import ShipperLock
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,12 +6,12 @@ import asyncio
 import json
 import shutil
 
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.domain._clock import wall_ms
-from voicelog.services.privacy._retention import DAY_MS, prune
-from voicelog.services.spool._spool import Spool
 from tests.delivery_kit import eventually, running_shipper
 from tests.test_backups_cli import MAC, OTHER_MAC, capture, make_box, ship
+from voicelog.services.backup import BackupWriter
+from voicelog.services.domain import wall_ms
+from voicelog.services.privacy import DAY_MS, prune
+from voicelog.services.spool import open_spool
 
 
 async def test_undelivered_sessions_go_only_when_asked_and_past_max_undelivered_days(tmp_path, reference_manager):
@@ -81,7 +81,7 @@ async def test_prune_beside_a_delivering_shipper_neither_fails_nor_stalls_delive
     live = await capture(box, [f"live {i}" for i in range(1, 201)], n=100, end=False)
     later = wall_ms() + 8 * DAY_MS
     async with running_shipper(box.settings):
-        own = Spool(box.spool.path)  # the prune has its own connection, as in the daemon or the CLI
+        own = open_spool(box.spool.path)  # the prune has its own connection, as in the daemon or the CLI
         report = await asyncio.to_thread(prune, own, box.backup_dir, box.settings.chat_history, now_ms=later)
         await eventually(lambda: box.statuses(live).get("delivered") == 200, what="live session delivered")
     assert sorted(s.session_id for s in report.removed) == sorted(old)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from voicelog.services.spool._spool import Spool
+from voicelog.services.spool import open_spool
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ def read_acks(process, stop_after: int | None) -> list[int]:
 
 
 def stored_numbers(spool_path: Path, session: str) -> list[int]:
-    spool = Spool(spool_path)
+    spool = open_spool(spool_path)
     try:
         return [int(re.match(r"turn (\d+)", t.content).group(1)) for t in spool.turns(session)]
     finally:

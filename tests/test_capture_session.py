@@ -4,12 +4,11 @@ import json
 
 import pytest
 
-from voicelog.agent.wiring import attach_capture, open_spool
-from voicelog.agent.simulation.scripted import run_conversation
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.domain._models import ChatType, TurnStatus
 from tests.settings_factory import make_settings
+from voicelog.agent.simulation.scripted import run_conversation
+from voicelog.agent.wiring import attach_capture, host_spool
+from voicelog.services.backup import BackupWriter
+from voicelog.services.domain import ChatType, TurnStatus, resolve_identity
 
 ROOM = "d3746a02-cfeb-417d-ad05-0c6d3095632d_6825ddba3978"
 SCRIPT = [
@@ -24,7 +23,7 @@ DEVICE = {"device_mac": "68:25:dd:ba:39:78"}
 
 
 async def capture_script(settings, script, room=ROOM, attributes=DEVICE, participant="68:25:dd:ba:39:78"):
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     identity = resolve_identity(room, attributes, participant)
     captures = []
     history = await run_conversation(script, time_scale=0.02,
@@ -99,10 +98,10 @@ async def test_session_without_a_valid_mac_is_captured_and_marked(tmp_path):
 @pytest.mark.parametrize("text", ["", "   ", "\n\t "])
 async def test_empty_turns_are_skipped_and_counted(tmp_path, text):
     """Whitespace-only text is not stored but is counted on the session."""
-    from voicelog.services.capture._service import ChatHistoryService
+    from voicelog.services.capture import ChatHistoryService
 
     settings = make_settings(tmp_path)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     service = ChatHistoryService(spool, resolve_identity(ROOM), settings.chat_history)
     assert service.add_message(ChatType.USER, text) is None
     assert service.stats.skipped_empty == 1

@@ -13,13 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicelog.handlers.chat_capture import ChatCapture
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.domain._clock import ReportClock
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.spool._spool import Spool
 from tests.delivery_kit import delivery_settings, eventually, running_shipper
 from tests.fault_kit import JumpingClock, exchange, room
+from voicelog.handlers.chat_capture import ChatCapture
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.domain import ReportClock, resolve_identity
+from voicelog.services.spool import open_spool
 
 MAC = "68:25:dd:ba:39:78"
 HOUR = 3_600_000
@@ -46,7 +45,7 @@ async def test_clock_jumping_back_keeps_capture_and_manager_order_and_does_not_s
     clock = JumpingClock(step=3)
     settings = delivery_settings(tmp_path, reference_manager, manager_api={"report_time_unit": unit},
                                  chat_history={"batch_size": 1, "send_interval": 0.1})
-    spool = Spool(settings.chat_history.spool_file, now=clock)
+    spool = open_spool(settings.chat_history.spool_file, now=clock)
     identity = resolve_identity(room(7), {"device_mac": MAC}, MAC)
     capture = ChatCapture(ChatHistoryService(spool, identity, settings.chat_history, now=clock))
     said = []

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from voicelog.cli.app import main
-from voicelog.services.config._settings import ConfigError, load_settings
+from voicelog.services.config import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 

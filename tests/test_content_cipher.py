@@ -2,9 +2,14 @@
 
 import pytest
 
-from voicelog.services.config._settings import ChatHistorySettings, ConfigError
-from voicelog.services.sealing._cipher import (ContentCipher, ContentKeyError, cipher_from_settings,
-                                     generate_key, is_sealed)
+from voicelog.services.config import ChatHistorySettings, ConfigError
+from voicelog.services.sealing import (
+    ContentCipher,
+    ContentKeyError,
+    cipher_from_settings,
+    generate_key,
+    is_sealed,
+)
 
 TEXT = "my secret 🤫 是 e\u0301 \x00 end"
 

@@ -19,9 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voicelog.cli.app import main
-from voicelog.services.backup._writer import backup_files, read_backup_document
-from voicelog.services.spool._spool import Spool
 from tests.fault_kit import (
     PAGE,
     REPO,
@@ -33,6 +30,9 @@ from tests.fault_kit import (
     truncate,
     zero_fill,
 )
+from voicelog.cli.app import main
+from voicelog.services.backup import backup_files, read_document
+from voicelog.services.spool import DeliveryState, open_spool
 
 MAC = "68:25:dd:ba:39:78"
 
@@ -94,7 +94,7 @@ def test_turns_no_source_still_holds_are_counted_as_lost_and_recorded(tmp_path):
     zero_fill(spool_path, leaves[len(leaves) // 2], 2 * PAGE)
     for path in backup_files(backups):
         path.unlink()
-    spool = Spool(spool_path)
+    spool = open_spool(spool_path)
     try:
         report = spool.recovery
         present = {s: {t.seq for t in spool.turns(s)} for s in expected}
@@ -120,12 +120,12 @@ def test_damaged_backup_is_quarantined_and_rewritten_from_the_spool(tmp_path, da
               "not_utf8": data[:40] + b"\xff\xfe" + data[42:],
               "wrong_document": json.dumps({"format": "something-else"}).encode()}[damage]
     target.write_bytes(broken)
-    spool = Spool(backups / "spool.db")
+    spool = open_spool(backups / "spool.db")
     try:
         report = spool.recovery
         assert report is not None and report.backups_quarantined == [str(target.relative_to(backups))]
         assert report.backups_rebuilt == report.backups_quarantined
-        document = read_backup_document(target)
+        document = read_document(target)
         assert [t["content"] for t in document["turns"]] == expected[document["session_id"]]
         kept = Path(report.quarantine_dir) / "backups" / target.relative_to(backups)
         assert kept.read_bytes() == broken
@@ -138,9 +138,9 @@ def test_capture_keeps_going_while_another_process_rebuilds_a_damaged_spool(tmp_
     backups = tmp_path / "backups"
     expected = fill_spool(backups, sessions=1, turns=8)
     [session_id] = expected
-    first = Spool(backups / "spool.db")
+    first = open_spool(backups / "spool.db")
     zero_fill(backups / "spool.db")
-    second = Spool(backups / "spool.db")  # others hold it open: it recovers on the cheap check
+    second = open_spool(backups / "spool.db")  # others hold it open: it recovers on the cheap check
     try:
         assert second.recovery is not None and second.recovery.from_backups == 8
         assert first.reopen_if_replaced() is True
@@ -198,12 +198,12 @@ def test_random_damage_never_stops_the_spool_from_opening(tmp_path_factory, pris
         with open(spool_path, "r+b") as handle:
             handle.seek(offset)
             handle.write(random.Random(seed).randbytes(pages * PAGE))
-    spool = Spool(spool_path)
+    spool = open_spool(spool_path)
     try:
-        spool.backlog()
+        DeliveryState(spool).backlog()
         for session_id, contents in expected.items():
             assert [t.content for t in spool.turns(session_id)] == contents
-            spool.deliverable(session_id)
+            DeliveryState(spool).deliverable(session_id)
     finally:
         spool.close()
 
@@ -215,7 +215,7 @@ def test_recovery_killed_before_its_last_rename_is_finished_by_the_next_open(tmp
     spool_path = backups / "spool.db"
     checkpoint(spool_path)
     spool_path.rename(f"{spool_path}.rebuilt")  # the rebuilt file, not yet renamed into place
-    spool = Spool(spool_path)
+    spool = open_spool(spool_path)
     try:
         assert not Path(f"{spool_path}.rebuilt").exists()
         for session_id, contents in expected.items():

@@ -2,11 +2,10 @@
 
 import pytest
 
-from voicelog.agent.wiring import open_spool
+from tests.delivery_kit import capture_numbered, contents, delivery_settings, eventually, running_shipper
 from voicelog.agent.simulation.run import generated_devices, simulate
-from voicelog.services.domain._models import TurnStatus
-from tests.delivery_kit import (capture_numbered, contents, delivery_settings, eventually,
-                                running_shipper)
+from voicelog.agent.wiring import host_spool
+from voicelog.services.domain import TurnStatus
 
 MAC = "68:25:dd:ba:39:78"
 
@@ -25,7 +24,7 @@ async def test_simulated_conversations_become_exactly_the_right_rows(tmp_path, r
     summary = await simulate(settings, devices, time_scale=0.02)
     assert summary.sessions_failed == 0
     assert summary.delivery.get("delivered") == summary.user_turns + summary.agent_turns
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     for session_id in summary.session_ids:
         expected = [t for t in spool.turns(session_id) if t.status is not TurnStatus.SKIPPED]
         rows = await reference_manager.rows(session_id)
@@ -39,7 +38,7 @@ async def test_simulated_conversations_become_exactly_the_right_rows(tmp_path, r
 async def test_unknown_mac_is_parked_then_delivered_once_the_device_is_bound(tmp_path, reference_manager):
     """data:false is not delivery: turns wait as parked and arrive after binding."""
     settings = delivery_settings(tmp_path, reference_manager)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     session_id = capture_numbered(settings, spool, MAC, 4)
     async with running_shipper(settings, spool):
         await eventually(lambda: spool.status_counts(session_id).get("parked") == 4, what="parked")
@@ -53,7 +52,7 @@ async def test_wrong_secret_pauses_delivery_and_loses_nothing(tmp_path, referenc
     """A 401 envelope pauses all delivery; once the secret matches everything arrives in order."""
     await reference_manager.bind_device(MAC)
     settings = delivery_settings(tmp_path, reference_manager, manager_api={"secret": "wrong-secret"})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     session_id = capture_numbered(settings, spool, MAC, 6)
     async with running_shipper(settings, spool) as shipper:
         await eventually(lambda: not shipper.gate.is_open, what="delivery paused")
@@ -67,7 +66,7 @@ async def test_outage_then_5xx_and_429_storms_deliver_everything_in_order(tmp_pa
     """Down, then 503s, code 500s and 429s with Retry-After: every turn arrives, in order."""
     await reference_manager.bind_device(MAC)
     settings = delivery_settings(tmp_path, reference_manager)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     sessions = [capture_numbered(settings, spool, MAC, 7, n=n) for n in range(3)]
     await reference_manager.go_down()
     async with running_shipper(settings, spool):
@@ -89,7 +88,7 @@ async def test_reset_after_commit_duplicates_only_turns_in_flight(tmp_path, refe
     await reference_manager.bind_device(MAC)
     reference_manager.honour_idempotency = honour
     settings = delivery_settings(tmp_path, reference_manager)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     session_id = capture_numbered(settings, spool, MAC, 5)
     reference_manager.reset_after_commit(2)
     async with running_shipper(settings, spool):
@@ -106,7 +105,7 @@ async def test_validation_rejection_is_dead_lettered_with_the_reason(tmp_path, r
     await reference_manager.bind_device(MAC)
     settings = delivery_settings(tmp_path, reference_manager,
                                  manager_api={"api_mode": "session", "max_content_chars": 4000})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     session_id = capture_numbered(settings, spool, MAC, 3,
                                   content=lambda i: "x" * 2500 if i == 2 else f"turn {i}")
     async with running_shipper(settings, spool):
@@ -120,7 +119,7 @@ async def test_long_content_is_split_into_marked_rows_in_order(tmp_path, referen
     """A turn longer than the column becomes several rows, nothing truncated, in order."""
     await reference_manager.bind_device(MAC)
     settings = delivery_settings(tmp_path, reference_manager)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     long_text = " ".join(f"word{i}" for i in range(600))  # ~5,000 characters
     session_id = capture_numbered(settings, spool, MAC, 3, content=lambda i: long_text if i == 2 else f"turn {i}")
     async with running_shipper(settings, spool):

@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from voicelog.handlers.chat_capture import ChatCapture
-from voicelog.services.backup._writer import BackupWriter, backup_files, read_backup_document
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import ChatHistorySettings
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.domain._models import ChatType, TurnStatus
-from voicelog.services.spool._spool import Spool
 from tests.delivery_kit import eventually
 from tests.fault_kit import Heartbeat, exchange, fill_disk, room, small_filesystem
+from voicelog.handlers.chat_capture import ChatCapture
+from voicelog.services.backup import BackupWriter, backup_files, read_document
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import ChatHistorySettings
+from voicelog.services.domain import ChatType, TurnStatus, resolve_identity
+from voicelog.services.spool import Spool, open_spool
 
 
 @pytest.fixture
@@ -53,7 +52,7 @@ async def talk(capture: ChatCapture, start: int, count: int) -> None:
 async def test_full_disk_keeps_the_session_running_and_catches_up_when_space_returns(full_disk_dir):
     """ENOSPC mid-session: handlers never fail, the loop keeps ticking, every turn lands later."""
     backups = full_disk_dir / "backups"
-    spool = Spool(backups / "spool.db")
+    spool = open_spool(backups / "spool.db")
     service = service_for(spool, backups)
     capture = ChatCapture(service)
     heartbeat = Heartbeat().start()
@@ -80,14 +79,14 @@ async def test_full_disk_keeps_the_session_running_and_catches_up_when_space_ret
     assert service.stats.lost == 0 and capture.errors == 0
     assert heartbeat.ticks > 0 and heartbeat.longest_gap < 1.0, "the event loop was blocked"
     [backup] = backup_files(backups)
-    assert len(read_backup_document(backup)["turns"]) == 2 * said
+    assert len(read_document(backup)["turns"]) == 2 * said
     spool.close()
 
 
 async def test_session_starting_on_a_full_disk_is_registered_once_space_returns(full_disk_dir):
     """A session that begins while the disk is full still starts, and is stored in full later."""
     backups = full_disk_dir / "backups"
-    spool = Spool(backups / "spool.db")
+    spool = open_spool(backups / "spool.db")
     service_for(spool, backups, n=1).add_message(ChatType.USER, "earlier session")
     filler = fill_disk(full_disk_dir)
     service = service_for(spool, backups, n=2)
@@ -105,7 +104,7 @@ async def test_session_starting_on_a_full_disk_is_registered_once_space_returns(
 
 async def test_spool_cap_refuses_new_turns_keeps_stored_ones_and_counts_the_dropped(tmp_path):
     """At the cap: stored turns stay, a bounded few wait in memory, the rest are counted and recorded."""
-    spool = Spool(tmp_path / "spool.db", max_bytes=96 * 1024)
+    spool = open_spool(tmp_path / "spool.db", max_bytes=96 * 1024)
     service = service_for(spool, tmp_path, max_backlog=5)
     sent = 0
     while service.unstored == 0 and sent < 2000:
@@ -118,7 +117,7 @@ async def test_spool_cap_refuses_new_turns_keeps_stored_ones_and_counts_the_drop
     assert "cap" in service.stats.storage_error and service.unstored == 5
     assert service.stats.lost == 20 - 4, "beyond the bounded backlog, turns are counted as lost"
     assert [t.content for t in spool.turns(service.session_id)] == stored_at_cap
-    with spool.transaction() as conn:  # what retention pruning does to delivered turns
+    with spool.connection.write() as conn:  # what retention pruning does to delivered turns
         conn.execute("DELETE FROM turns WHERE session_id=? AND seq <= ?",
                      (service.session_id, len(stored_at_cap) // 2))
     await eventually(lambda: service.unstored == 0, timeout=10, what="held turns stored")
@@ -138,7 +137,7 @@ async def test_shipper_on_a_full_disk_delivers_everything_once_when_space_return
     await reference_manager.bind_device("68:25:dd:ba:39:78")
     settings = delivery_settings(full_disk_dir, reference_manager,
                                  chat_history={"batch_size": 1, "send_interval": 0.1})
-    spool = Spool(settings.chat_history.spool_file)
+    spool = open_spool(settings.chat_history.spool_file)
     service = service_for(spool, full_disk_dir / "backups")
     for i in range(12):
         service.add_message(ChatType.USER if i % 2 == 0 else ChatType.AGENT, f"turn {i}")

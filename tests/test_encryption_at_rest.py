@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from voicelog.agent.wiring import open_spool
-from voicelog.agent.simulation.run import SimulatedDevice, simulate
-from voicelog.cli.app import main
-from voicelog.services.sealing._cipher import generate_key
-from voicelog.services.domain._models import TurnStatus
 from tests.delivery_kit import delivery_settings, eventually, running_shipper
+from voicelog.agent.simulation.run import SimulatedDevice, simulate
+from voicelog.agent.wiring import host_spool
+from voicelog.cli.app import main
+from voicelog.services.domain import TurnStatus
+from voicelog.services.sealing import generate_key
 
 MAC = "68:25:dd:ba:39:78"
 WORDS = "the treasure map is under my pillow"
@@ -74,7 +74,7 @@ async def test_without_the_key_turns_are_parked_not_sent_as_ciphertext(tmp_path,
     await simulate(settings, [SimulatedDevice(MAC, ({"user": WORDS, "agent": "ok"},))],
                    time_scale=0.02, deliver=False)
     plain = delivery_settings(tmp_path, reference_manager)  # encryption off, no key to open
-    spool = open_spool(plain)
+    spool = host_spool(plain)
     async with running_shipper(plain, spool):
         await eventually(lambda: spool.status_counts().get(TurnStatus.PARKED.value) == 2, what="parked")
     assert await reference_manager.rows() == []

@@ -2,7 +2,7 @@
 
 import pytest
 
-from voicelog.services.domain._identity import normalise_mac, resolve_identity
+from voicelog.services.domain import normalise_mac, resolve_identity
 
 ROOM = "d3746a02-cfeb-417d-ad05-0c6d3095632d_6825ddba3978"
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from voicelog.cli.app import main
-from voicelog.services.spool._spool import Spool
 from tests.fault_kit import REPO, room, ship_config
+from voicelog.cli.app import main
+from voicelog.services.spool import open_spool
 
 CYCLES = int(os.environ.get("VOICELOG_KILL_CYCLES", "100"))
 SEED = int(os.environ.get("VOICELOG_KILL_SEED", "20261122"))
@@ -89,7 +89,7 @@ async def one_cycle(config: Path, spool: Path, sessions: list[str], rng: random.
 
 
 def stored_numbers(spool_path: Path, session_id: str) -> list[int]:
-    spool = Spool(spool_path)
+    spool = open_spool(spool_path)
     try:
         turns = spool.turns(session_id)
         assert all(t.status.value == "delivered" for t in turns), {t.status.value for t in turns}

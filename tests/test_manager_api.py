@@ -9,17 +9,28 @@ from datetime import datetime
 
 import pytest
 import pytest_asyncio
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from voicelog.services.config._settings import ManagerApiSettings, Secret
-from voicelog.services.shipping.manager._outcome import (
-    BODY_LIMIT, REASON_LIMIT, Outcome, Report, SessionMessage, SessionUpload,
-    classify, parse_retry_after, split_content,
-)
-from voicelog.services.shipping.manager._client import (
-    AGENT_ID_NEGATIVE_TTL, AGENT_ID_TTL, SECRET_CHECK_MAC, ManagerApiClient, RawResponse,
+from voicelog.services.config import ManagerApiSettings, Secret
+from voicelog.services.shipping.manager import (
+    AGENT_ID_NEGATIVE_TTL,
+    AGENT_ID_TTL,
+    BODY_LIMIT,
+    REASON_LIMIT,
+    SECRET_CHECK_MAC,
+    ManagerApiClient,
+    Outcome,
+    RawResponse,
+    Report,
+    SessionMessage,
+    SessionUpload,
     TransportError,
+    classify,
+    parse_retry_after,
+    split_content,
 )
 
 SECRET = "s3cr3t-Zq9"

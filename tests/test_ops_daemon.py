@@ -5,10 +5,10 @@ import json
 
 import aiohttp
 
-from voicelog.agent.wiring import open_spool
-from voicelog.agent.daemon import StopSignals, run_daemon, run_shipper
 from tests.delivery_kit import capture_numbered, delivery_settings, eventually
 from tests.ops_kit import free_port
+from voicelog.agent.daemon import StopSignals, run_daemon, run_shipper
+from voicelog.agent.wiring import host_spool
 
 MAC = "68:25:dd:ba:39:78"
 
@@ -18,7 +18,7 @@ async def test_daemon_prunes_delivered_sessions_on_its_own(tmp_path, reference_m
     await reference_manager.bind_device(MAC)
     settings = delivery_settings(tmp_path, reference_manager, http={"listen": ""},
                                  chat_history={"retention_days": 0, "prune_interval": 0.2})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     session = capture_numbered(settings, spool, MAC, 2)
     signals = StopSignals()
     daemon = asyncio.create_task(run_shipper(settings, signals))

@@ -5,8 +5,8 @@ import asyncio
 import pytest
 import yaml
 
-from voicelog.cli.app import main
 from tests.ops_kit import ensure_mosquitto_running, unique_node
+from voicelog.cli.app import main
 
 LIVEKIT = {"LIVEKIT_URL": "wss://livekit.example.com", "LIVEKIT_API_KEY": "lk-key",
            "LIVEKIT_API_SECRET": "lk-secret-value"}

@@ -3,10 +3,10 @@
 import json
 import socket
 
-from voicelog.agent.wiring import open_spool
-from voicelog.services.config._settings import load_settings
 from tests.delivery_kit import capture_numbered, eventually
 from tests.ops_kit import daemon_config, metric, running_daemon, wait_until_serving
+from voicelog.agent.wiring import host_spool
+from voicelog.services.config import load_settings
 
 MAC = "68:25:dd:ba:39:78"
 
@@ -16,7 +16,7 @@ async def test_metrics_show_turns_captured_and_delivered_as_they_happen(tmp_path
     await reference_manager.bind_device(MAC)
     config = daemon_config(tmp_path, reference_manager)
     settings = load_settings(config, environ={})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     capture_numbered(settings, spool, MAC, 6, n=1)
     async with running_daemon(config) as daemon:
         await wait_until_serving(daemon)
@@ -74,7 +74,7 @@ async def test_a_refused_secret_shows_in_readyz_and_metrics_until_it_is_fixed(tm
     await reference_manager.bind_device(MAC)
     config = daemon_config(tmp_path, reference_manager)
     settings = load_settings(config, environ={})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     async with running_daemon(config) as daemon:
         await wait_until_serving(daemon)
         ours, reference_manager.secret = reference_manager.secret, "rotated-on-the-manager"
@@ -107,7 +107,7 @@ async def test_a_taken_http_address_is_logged_and_delivery_goes_on(tmp_path, ref
         taken = f"127.0.0.1:{squatter.getsockname()[1]}"
         config = daemon_config(tmp_path, reference_manager, http={"listen": taken})
         settings = load_settings(config, environ={})
-        spool = open_spool(settings)
+        spool = host_spool(settings)
         session = capture_numbered(settings, spool, MAC, 3)
         async with running_daemon(config) as daemon:
 

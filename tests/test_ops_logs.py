@@ -10,8 +10,6 @@ import sys
 
 import structlog
 
-from voicelog.services.config._settings import LoggingSettings
-from voicelog.services.ops._logging import add_secrets, configure_logging
 from tests.delivery_kit import eventually
 from tests.ops_kit import (
     REPO,
@@ -20,6 +18,8 @@ from tests.ops_kit import (
     running_daemon,
     unique_node,
 )
+from voicelog.services.config import LoggingSettings
+from voicelog.services.ops import add_secrets, configure_logging
 
 SECRET = "log-test-secret-Qx7!pa55"
 COMMAND_KEY = "log-test-command-key-Zr9"

@@ -7,9 +7,6 @@ import uuid
 
 import pytest
 
-from voicelog.agent.wiring import open_spool
-from voicelog.services.config._settings import load_settings
-from voicelog.services.ops._mqtt_fleet import CommandRefused, CommandVerifier, sign_command
 from tests.delivery_kit import capture_numbered, contents, eventually
 from tests.ops_kit import (
     clear_retained,
@@ -21,6 +18,10 @@ from tests.ops_kit import (
     unique_node,
     wait_until_serving,
 )
+from voicelog.agent.wiring import host_spool
+from voicelog.services.config import load_settings
+from voicelog.services.ops import CommandRefused, CommandVerifier, sign_command
+from voicelog.services.spool import DeliveryState
 
 MAC = "68:25:dd:ba:39:78"
 KEY = "fleet-command-key-for-tests"
@@ -52,7 +53,7 @@ async def test_status_is_retained_with_backlog_and_manager_health(tmp_path, refe
     """A dashboard subscribing at any time gets the box's online status with its backlog."""
     config = fleet_config(tmp_path, reference_manager, node)
     settings = load_settings(config, environ={})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     capture_numbered(settings, spool, MAC, 3, end=False)
     topic = f"voicelog/{node}/status"
     async with running_daemon(config) as daemon:
@@ -89,7 +90,7 @@ async def test_signed_flush_delivers_now_and_unsigned_or_replayed_commands_are_r
     await reference_manager.bind_device(MAC)
     config = fleet_config(tmp_path, reference_manager, node)
     settings = load_settings(config, environ={})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     session = capture_numbered(settings, spool, MAC, 3, end=False)
     cmd, result = f"voicelog/{node}/cmd", f"voicelog/{node}/cmd/result"
     async with running_daemon(config) as daemon:
@@ -103,7 +104,7 @@ async def test_signed_flush_delivers_now_and_unsigned_or_replayed_commands_are_r
             operator.publish(cmd, sign_command("not-the-fleet-key", forged))
             answer = await operator.next(result, where=lambda doc: doc["id"] == forged["id"])
             assert answer["ok"] is False and answer["error"] == "bad signature"
-            assert not spool.backlog()[0].flush_requested, "a refused command must do nothing"
+            assert not DeliveryState(spool).backlog()[0].flush_requested, "a refused command must do nothing"
 
             signed = sign_command(KEY, flush := command(node, "flush"))
             operator.publish(cmd, signed)
@@ -126,7 +127,7 @@ async def test_signed_replay_requeues_parked_turns_once_the_device_is_bound(
     """Turns parked for an unbound device go out after `replay` by MAC, once the device is bound."""
     config = fleet_config(tmp_path, reference_manager, node)
     settings = load_settings(config, environ={})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     session = capture_numbered(settings, spool, MAC, 2)  # ended: delivered (parked) at once
     cmd, result = f"voicelog/{node}/cmd", f"voicelog/{node}/cmd/result"
     async with running_daemon(config):
@@ -171,7 +172,7 @@ async def test_an_unreachable_broker_neither_blocks_delivery_nor_delays_shutdown
                            mqtt={"enabled": True, "node_id": unique_node(), "port": free_port(),
                                  "command_key": KEY})
     settings = load_settings(config, environ={})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     session = capture_numbered(settings, spool, MAC, 4)
     async with running_daemon(config) as daemon:
         await wait_until_serving(daemon)

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from voicelog.services.ops._sd_notify import Notifier
 from tests.ops_kit import REPO, daemon_config, running_daemon, wait_until_serving
+from voicelog.services.ops import Notifier
 
 UNIT = REPO / "systemd" / "voicelog.service"
 VENV_VOICELOG = REPO / ".venv" / "bin" / "voicelog"

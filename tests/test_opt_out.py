@@ -3,10 +3,10 @@
 import io
 import json
 
-from voicelog.agent.simulation.run import SimulatedDevice, simulate
-from voicelog.services.config._settings import LoggingSettings
-from voicelog.services.ops._logging import configure_logging
 from tests.settings_factory import make_settings
+from voicelog.agent.simulation.run import SimulatedDevice, simulate
+from voicelog.services.config import LoggingSettings
+from voicelog.services.ops import configure_logging
 
 WORDS = "my secret hiding place is under the red slide"
 SCRIPT = ({"user": WORDS, "agent": "I will keep that secret 🤫"},)

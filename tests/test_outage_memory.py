@@ -14,13 +14,12 @@ import time
 
 import pytest
 
-from voicelog.services.capture._service import ChatHistoryService
-from voicelog.services.config._settings import ChatHistorySettings
-from voicelog.services.domain._identity import resolve_identity
-from voicelog.services.domain._models import ChatType
-from voicelog.services.spool._spool import Spool
 from tests.delivery_kit import eventually
 from tests.fault_kit import REPO, room, rss_kib, ship_config
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import ChatHistorySettings
+from voicelog.services.domain import ChatType, resolve_identity
+from voicelog.services.spool import open_spool
 
 MAC = "68:25:dd:ba:39:78"
 SESSIONS, PER_SESSION, CHUNKS = 20, 1000, 10
@@ -45,7 +44,7 @@ async def test_backlog_of_20k_turns_stays_on_disk_and_drains_in_order(tmp_path, 
     await reference_manager.bind_device(MAC)
     await reference_manager.go_down()
     config = ship_config(tmp_path, reference_manager, retry_max=0.2, max_concurrent_sessions=SESSIONS)
-    spool = Spool(tmp_path / "backups" / "spool.db")
+    spool = open_spool(tmp_path / "backups" / "spool.db")
     settings = ChatHistorySettings()
     services = [ChatHistoryService(spool, resolve_identity(room(n), {"device_mac": MAC}, MAC), settings)
                 for n in range(SESSIONS)]
@@ -54,7 +53,7 @@ async def test_backlog_of_20k_turns_stays_on_disk_and_drains_in_order(tmp_path, 
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         capture_chunk(services, 0)
-        await eventually(lambda: spool.execute_read("SELECT COALESCE(SUM(attempts), 0) FROM turns")[0][0] >= 8,
+        await eventually(lambda: sum(t.attempts for s in spool.sessions() for t in spool.turns(s.session_id)) >= 8,
                          what="the shipper failing against the down Manager")
         baseline, samples = rss_kib(shipper.pid), []
         for chunk in range(1, CHUNKS):

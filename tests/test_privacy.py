@@ -3,10 +3,9 @@
 import os
 import stat
 
-
+from tests.settings_factory import make_settings
 from voicelog.agent.simulation.run import SimulatedDevice, simulate
 from voicelog.cli.app import main
-from tests.settings_factory import make_settings
 
 MAC = "68:25:dd:ba:39:78"
 OTHER = "68:25:dd:ba:39:79"
@@ -62,16 +61,16 @@ async def test_spool_and_backups_are_readable_by_the_service_user_only(tmp_path)
 
 def test_retention_drops_old_delivered_and_overdue_undelivered_and_warns_before(tmp_path):
     """Delivered turns go after retention_days, undelivered after max_undelivered_days, with warning."""
-    from voicelog.agent.wiring import open_spool
-    from voicelog.services.capture._service import ChatHistoryService
-    from voicelog.services.domain._identity import resolve_identity
-    from voicelog.services.domain._models import ChatType
-    from voicelog.services.privacy._retention import expiring_undelivered, prune
+    from voicelog.agent.wiring import host_spool
+    from voicelog.services.capture import ChatHistoryService
+    from voicelog.services.domain import ChatType, resolve_identity
+    from voicelog.services.privacy import expiring_undelivered, prune
+    from voicelog.services.spool import DeliveryState
 
     day = 86_400_000
     now = 1_800_000_000_000
     settings = make_settings(tmp_path, chat_history={"retention_days": 7, "max_undelivered_days": 30})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
 
     def session(name, age_days, delivered):
         at = now - age_days * day
@@ -80,7 +79,7 @@ def test_retention_drops_old_delivered_and_overdue_undelivered_and_warns_before(
         turn = service.add_message(ChatType.USER, f"words of {name}")
         spool.end_session(service.session_id, ended_ms=at, reason="test")
         if delivered:
-            spool.mark_delivered(service.session_id, [turn.seq], at)
+            DeliveryState(spool).mark_delivered(service.session_id, [turn.seq], at)
         return service.session_id
 
     fresh_delivered = session("fresh-delivered", 2, True)
@@ -100,11 +99,11 @@ def test_retention_drops_old_delivered_and_overdue_undelivered_and_warns_before(
 
 def test_quarantined_copies_expire_with_undelivered_turns(tmp_path):
     """A quarantine folder older than max_undelivered_days is removed by the automatic prune."""
-    from voicelog.agent.wiring import open_spool
-    from voicelog.services.privacy._retention import prune
+    from voicelog.agent.wiring import host_spool
+    from voicelog.services.privacy import prune
 
     settings = make_settings(tmp_path, chat_history={"max_undelivered_days": 30})
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     old = tmp_path / "backups" / "quarantine" / "20260101T000000Z"
     fresh = tmp_path / "backups" / "quarantine" / "20261120T000000Z"
     for folder, age_days in ((old, 40), (fresh, 2)):

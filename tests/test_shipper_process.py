@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from voicelog.agent.wiring import open_spool
-from voicelog.cli.app import main
 from tests.delivery_kit import capture_numbered, contents, delivery_settings, eventually
+from voicelog.agent.wiring import host_spool
+from voicelog.cli.app import main
 
 REPO = Path(__file__).resolve().parent.parent
 MAC = "68:25:dd:ba:39:78"
@@ -37,7 +37,7 @@ async def test_sigterm_during_delivery_exits_cleanly_and_the_rest_arrives_after_
     reference_manager.honour_idempotency = True
     reference_manager.delay_seconds = 0.15  # slow Manager: delivery is still running at SIGTERM
     settings = delivery_settings(tmp_path, reference_manager)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     sessions = [capture_numbered(settings, spool, MAC, 30, n=n) for n in range(2)]
     config = write_config(tmp_path, reference_manager, drain_timeout=1.0)
     process = await asyncio.create_subprocess_exec(

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from voicelog.services.domain._models import ChatType, Turn, TurnStatus
-from voicelog.services.spool._spool import Spool
 from tests.fault_kit import REPO
+from voicelog.services.domain import ChatType, Turn, TurnStatus
+from voicelog.services.spool import DeliveryState, Spool, open_spool
 
 SESSIONS = ("s-1_6825ddba3971", "s-2_6825ddba3972", "s-3_6825ddba3973")
 OWNERS = ("111:1", "222:2")
@@ -30,13 +30,13 @@ WAITING = ("pending", "parked")
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 CHILD = """
 import os, signal, sys
-from voicelog.services.domain._models import ChatType, Turn, TurnStatus
-from voicelog.services.spool._spool import Spool
+from voicelog.services.domain import ChatType, Turn, TurnStatus
+from voicelog.services.spool import Spool, open_spool
 path, session, seq = sys.argv[1], sys.argv[2], int(sys.argv[3])
-spool = Spool(path)
+spool = open_spool(path)
 spool.insert_turn(Turn(session, seq, ChatType.USER, "child", seq * 10, seq * 10, False, TurnStatus.PENDING))
 print("committed", flush=True)
-with spool.transaction() as conn:
+with spool.connection.write() as conn:
     conn.execute("UPDATE turns SET content='torn' WHERE session_id=? AND seq=?", (session, seq))
     spool.insert_turn(Turn(session, seq + 1, ChatType.AGENT, "never", 0, 0, False, TurnStatus.PENDING))
     os.kill(os.getpid(), signal.SIGKILL)
@@ -68,7 +68,8 @@ class SpoolModel(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.TemporaryDirectory()
         self.path = Path(self.dir.name) / "spool.db"
-        self.spool = Spool(self.path)
+        self.spool = open_spool(self.path)
+        self.delivery = DeliveryState(self.spool)
         self.abandoned: list[Spool] = []
         self.model: dict[str, ModelSession] = {}
         self.children = 0
@@ -129,15 +130,15 @@ class SpoolModel(RuleBasedStateMachine):
     def claim_and_settle(self, data: st.DataObject) -> None:
         """The shipper claims a session's deliverable turns, acks a prefix, fails the next one."""
         session_id = data.draw(st.sampled_from(sorted(s for s, m in self.model.items() if m.deliverable())))
-        claimed = [t.seq for t in self.spool.deliverable(session_id)]
+        claimed = [t.seq for t in self.delivery.deliverable(session_id)]
         assert claimed == self.model[session_id].deliverable()
         acked = data.draw(st.integers(0, len(claimed)))
-        self.spool.mark_delivered(session_id, claimed[:acked], now_ms=7)
+        self.delivery.mark_delivered(session_id, claimed[:acked], now_ms=7)
         for seq in claimed[:acked]:
             self.model[session_id].turns[seq][0] = "delivered"
         if acked < len(claimed):
             status = data.draw(st.sampled_from([TurnStatus.PENDING, TurnStatus.PARKED, TurnStatus.DEAD_LETTER]))
-            self.spool.mark_attempt_failed(session_id, [claimed[acked]], status=status, error="x",
+            self.delivery.mark_attempt_failed(session_id, [claimed[acked]], status=status, error="x",
                                            next_attempt_ms=0, now_ms=7)
             self.model[session_id].turns[claimed[acked]][0] = status.value
 
@@ -146,7 +147,7 @@ class SpoolModel(RuleBasedStateMachine):
     def requeue(self, data: st.DataObject) -> None:
         session_id = data.draw(st.sampled_from(sorted(self.model)))
         seqs = [s for s, t in self.model[session_id].turns.items() if t[0] in ("parked", "dead_letter")]
-        assert self.spool.requeue(session_id, seqs, now_ms=8) == len(seqs)
+        assert self.delivery.requeue(session_id, seqs, now_ms=8) == len(seqs)
         for seq in seqs:
             self.model[session_id].turns[seq][0] = "pending"
 
@@ -154,13 +155,15 @@ class SpoolModel(RuleBasedStateMachine):
     def reopen(self) -> None:
         """A clean restart: close the connection and open the file again."""
         self.spool.close()
-        self.spool = Spool(self.path)
+        self.spool = open_spool(self.path)
+        self.delivery = DeliveryState(self.spool)
 
     @rule()
     def abandon(self) -> None:
         """A process that died without closing: its connection is simply never used again."""
         self.abandoned.append(self.spool)
-        self.spool = Spool(self.path)
+        self.spool = open_spool(self.path)
+        self.delivery = DeliveryState(self.spool)
 
     @precondition(lambda self: self.model and self.children < 1)
     @rule(data=st.data())
@@ -179,14 +182,14 @@ class SpoolModel(RuleBasedStateMachine):
         for session_id, session in self.model.items():
             stored = [(t.seq, t.status.value, t.content) for t in self.spool.turns(session_id)]
             assert stored == [(s, t[0], t[1]) for s, t in sorted(session.turns.items())]
-            assert [t.seq for t in self.spool.deliverable(session_id)] == session.deliverable()
+            assert [t.seq for t in self.delivery.deliverable(session_id)] == session.deliverable()
         counts: dict[str, int] = {}
         for session in self.model.values():
             for status, _ in session.turns.values():
                 counts[status] = counts.get(status, 0) + 1
         assert self.spool.status_counts() == counts
         waiting = {s for s, m in self.model.items() if any(t[0] in WAITING for t in m.turns.values())}
-        assert {b.session_id for b in self.spool.backlog()} == waiting
+        assert {b.session_id for b in self.delivery.backlog()} == waiting
 
 
 SpoolModel.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
@@ -199,9 +202,9 @@ TestSpoolAgainstModel.__doc__ = "Random operations, crashes and reopens keep the
 def test_durability_level_sets_how_commits_reach_the_disk(tmp_path):
     """process: synchronous=NORMAL (WAL, survives process death); power: FULL (fsync per commit)."""
     for level, synchronous in (("process", 1), ("power", 2)):
-        spool = Spool(tmp_path / f"{level}.db", durability=level)
+        spool = open_spool(tmp_path / f"{level}.db", durability=level)
         try:
-            assert spool.execute_read("PRAGMA synchronous") == [(synchronous,)]
-            assert spool.execute_read("PRAGMA journal_mode") == [("wal",)]
+            assert spool.connection.db.execute("PRAGMA synchronous").fetchall() == [(synchronous,)]
+            assert spool.connection.db.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
         finally:
             spool.close()

@@ -19,13 +19,12 @@ from typing import Any
 
 import structlog
 
-from voicelog.agent.wiring import attach_capture, open_spool
 from voicelog.agent.simulation.scripted import ScriptTurn, run_conversation
+from voicelog.agent.wiring import attach_capture, host_spool
 from voicelog.handlers.chat_capture import ChatCapture
-from voicelog.services.config._settings import Settings
-from voicelog.services.domain._identity import normalise_mac, resolve_identity
-from voicelog.services.domain._models import ChatType, TurnStatus
-from voicelog.services.spool._spool import Spool
+from voicelog.services.config import Settings
+from voicelog.services.domain import ChatType, TurnStatus, normalise_mac, resolve_identity
+from voicelog.services.spool import Spool
 
 log = structlog.get_logger("voicelog.simulate")
 FAST_TIME_SCALE = 0.02  # 50x faster than real time
@@ -116,7 +115,7 @@ async def simulate(settings: Settings, devices: Sequence[SimulatedDevice], *,
     started = time.perf_counter()
     summary = SimulationSummary(spool=str(settings.chat_history.spool_file),
                                 backup_dir=settings.chat_history.backup_dir)
-    spool = open_spool(settings)
+    spool = host_spool(settings)
     shipping = _start_shipper(settings) if deliver and settings.manager_api.url else None
     wake = shipping[0].wake if shipping else None
     try:

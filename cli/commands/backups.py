@@ -15,20 +15,25 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from voicelog.cli.views.backups import (export_views, open_catalog, open_spool, print_json, readable,
-                               session_filter, warn_unreadable, with_manager)
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.support._catalog import BackupError
-from voicelog.services.support._verify import rewrite_from_spool, verify
-from voicelog.services.domain._clock import wall_ms
-from voicelog.services.config._settings import Settings
-from voicelog.services.domain._identity import UNKNOWN_MAC, normalise_mac
-from voicelog.services.ops._logging import configure_logging
-from voicelog.services.domain._models import TurnStatus
-from voicelog.services.spool._spool import Spool
+from voicelog.cli.views.backups import (
+    export_views,
+    open_catalog,
+    print_json,
+    readable,
+    session_filter,
+    spool_for_support,
+    warn_unreadable,
+    with_manager,
+)
+from voicelog.services.backup import BackupError, BackupWriter
+from voicelog.services.config import Settings
+from voicelog.services.domain import UNKNOWN_MAC, TurnStatus, normalise_mac, wall_ms
+from voicelog.services.ops import configure_logging
+from voicelog.services.spool import Spool
+from voicelog.services.support import rewrite_from_spool, verify
 
 if TYPE_CHECKING:
-    from voicelog.services.support._replay import ReplayObserver, ReplayRequest, ReplaySummary
+    from voicelog.services.support import ReplayObserver, ReplayRequest, ReplaySummary
 
 GROUP_EPILOG = """examples:
   voicelog backups list --mac 68:25:dd:ba:39:78 --since 2d
@@ -148,12 +153,12 @@ def _add_purge(sub: argparse._SubParsersAction) -> None:
 
 def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     """Erase a device's or a session's local copies and say what went."""
-    from voicelog.services.privacy._purge import purge
+    from voicelog.services.privacy import purge
 
     if not args.mac and not args.session:
         print("voicelog: purge needs --mac or --session", file=sys.stderr)
         return 2
-    spool = open_spool(settings, create=True)
+    spool = spool_for_support(settings, create=True)
     try:
         report = purge(spool, settings.chat_history.backup_dir, mac=args.mac,
                        session_id=args.session, dry_run=args.dry_run)
@@ -236,7 +241,8 @@ def _status(text: str) -> TurnStatus:
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     """Print the sessions that pass the filters."""
-    from voicelog.services.support._export import list_table, summary_json
+    from voicelog.cli.views.sessions import list_table
+    from voicelog.services.support import summary_json
 
     with open_catalog(settings) as catalog:
         views = catalog.summaries(session_filter(args))
@@ -250,7 +256,8 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     """Print one session as a conversation."""
-    from voicelog.services.support._export import session_json, show_session
+    from voicelog.cli.views.sessions import show_session
+    from voicelog.services.support import session_json
 
     with open_catalog(settings) as catalog:
         try:
@@ -268,7 +275,8 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Check backups against the schema and the spool; 1 if anything is wrong."""
-    from voicelog.services.support._export import verify_json, verify_lines
+    from voicelog.cli.views.sessions import verify_lines
+    from voicelog.services.support import verify_json
 
     with open_catalog(settings) as catalog:
         report = verify(catalog)
@@ -288,8 +296,13 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Re-send the selected turns and say whether all of them are delivered now."""
-    from voicelog.services.support._export import CurrentStderr, PlainReplayProgress, RichReplayProgress, replay_verdict
-    from voicelog.services.support._replay import ReplayError, ReplayRequest
+    from voicelog.cli.views.replay import (
+        CurrentStderr,
+        PlainReplayProgress,
+        RichReplayProgress,
+        replay_verdict,
+    )
+    from voicelog.services.support import ReplayError, ReplayRequest
 
     try:
         settings = with_manager(settings, args)
@@ -306,7 +319,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         configure_logging(replace(settings.logging, level=level), stream=CurrentStderr(),
                           secrets=[settings.manager_api.secret.reveal()])
     progress = RichReplayProgress(console) if console.is_terminal else PlainReplayProgress(console)
-    spool = open_spool(settings, create=not args.dry_run)
+    spool = spool_for_support(settings, create=not args.dry_run)
     try:
         summary = asyncio.run(_replay(settings, spool, request, progress))
     except ReplayError as exc:
@@ -323,7 +336,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 async def _replay(settings: Settings, spool: Spool | None, request: ReplayRequest,
                   progress: ReplayObserver) -> ReplaySummary:
     """Run the replay with Ctrl-C meaning "finish the turn in flight, then stop"."""
-    from voicelog.services.support._replay import replay
+    from voicelog.services.support import replay
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -346,7 +359,7 @@ def _stop_once(loop: asyncio.AbstractEventLoop, sig: signal.Signals, stop: async
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     """Write the chosen sessions as JSON or CSV."""
-    from voicelog.services.support._export import private_output, write_csv, write_json
+    from voicelog.services.support import private_output, write_csv, write_json
 
     with open_catalog(settings) as catalog:
         try:
@@ -364,10 +377,10 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     """Remove old delivered sessions and their backups, and say what went."""
-    from voicelog.services.support._export import prune_lines
-    from voicelog.services.privacy._retention import prune
+    from voicelog.cli.views.sessions import prune_lines
+    from voicelog.services.privacy import prune
 
-    spool = open_spool(settings, create=True)
+    spool = spool_for_support(settings, create=True)
     assert spool is not None
     try:
         report = prune(spool, settings.chat_history.backup_dir, settings.chat_history, now_ms=wall_ms(),

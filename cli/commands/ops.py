@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from voicelog.services.config._settings import Settings
+from voicelog.services.config import Settings
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     """Run every check, print one line each, exit 1 if any failed."""
-    from voicelog.services.ops._doctor import run_checks
+    from voicelog.services.ops import run_checks
 
     checks = asyncio.run(run_checks(settings, livekit=not args.ship_only))
     for check in checks:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from voicelog.services.config._settings import Settings
+from voicelog.services.config import Settings
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -54,7 +54,7 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_ship(settings: Settings, args: argparse.Namespace) -> int:
     """Run the shipper alone, forever or once."""
     from voicelog.agent.daemon import run_shipper, ship_once
-    from voicelog.services.domain._ownership import ShipperAlreadyRunning
+    from voicelog.services.domain import ShipperAlreadyRunning
 
     if not settings.manager_api.url:
         print("voicelog: manager_api.url is not set; nothing to ship to", file=sys.stderr)
@@ -75,7 +75,12 @@ def cmd_ship(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     """Run simulated sessions and print what was captured (and delivered)."""
-    from voicelog.agent.simulation.run import FAST_TIME_SCALE, devices_from_script, generated_devices, simulate
+    from voicelog.agent.simulation.run import (
+        FAST_TIME_SCALE,
+        devices_from_script,
+        generated_devices,
+        simulate,
+    )
 
     if args.sessions < 1 or args.turns < 1:
         print("voicelog: --sessions and --turns must be at least 1", file=sys.stderr)

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from voicelog.services.support._catalog import Catalog, SessionFilter, SessionView
-from voicelog.services.config._settings import Secret, Settings
-from voicelog.services.spool._spool import Spool
+from voicelog.services.config import Secret, Settings
+from voicelog.services.spool import Spool
+from voicelog.services.support import Catalog, SessionFilter, SessionView
 
 
 def session_filter(args: argparse.Namespace) -> SessionFilter:
@@ -40,7 +40,7 @@ def export_views(catalog: Catalog, args: argparse.Namespace) -> list[SessionView
 
 def readable(view: SessionView, settings: Settings) -> SessionView:
     """The view with encrypted content opened for display (or marked when no key opens it)."""
-    from voicelog.services.sealing._cipher import ContentKeyError, cipher_from_settings, is_sealed
+    from voicelog.services.sealing import ContentKeyError, cipher_from_settings, is_sealed
 
     if not any(is_sealed(t.content) for t in view.turns):
         return view
@@ -63,19 +63,19 @@ def _has_key(settings: Settings) -> bool:
     return bool(os.environ.get(history.encryption_keys_env) or history.encryption_keys_file)
 
 
-def open_spool(settings: Settings, *, create: bool) -> Spool | None:
+def spool_for_support(settings: Settings, *, create: bool) -> Spool | None:
     """This process's own spool connection; None if there is none and ``create`` is off."""
-    from voicelog.agent.wiring import open_spool as open_capture_spool
+    from voicelog.agent.wiring import host_spool
 
     if not create and not settings.chat_history.spool_file.exists():
         return None  # a read must not leave an empty spool where a wrong path points
-    return open_capture_spool(settings)
+    return host_spool(settings)
 
 
 @contextlib.contextmanager
 def open_catalog(settings: Settings) -> Iterator[Catalog]:
     """The spool (if there is one) and the backup folder, for commands that only read."""
-    spool = open_spool(settings, create=False)
+    spool = spool_for_support(settings, create=False)
     try:
         yield Catalog(spool, Path(settings.chat_history.backup_dir))
     finally:

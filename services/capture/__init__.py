@@ -1,0 +1,7 @@
+"""The per-session capture service: every turn committed to the spool before it returns."""
+
+from voicelog.services._face import lazy_face
+
+__all__, __getattr__, __dir__ = lazy_face(__name__, {
+    "_service": ("CaptureStats", "ChatHistoryService"),
+})

@@ -19,14 +19,20 @@ from dataclasses import dataclass
 
 import structlog
 
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.domain._clock import ReportClock, wall_ms
-from voicelog.services.config._settings import ChatHistorySettings
-from voicelog.services.domain._identity import DeviceIdentity
-from voicelog.services.domain._models import ChatType, Turn, TurnStatus
-from voicelog.services.domain._ownership import process_owner
-from voicelog.services.spool._spool import DuplicateTurn, Spool, SpoolError
-from voicelog.services.domain._text import clean_transcript, is_cut
+from voicelog.services.backup import BackupWriter
+from voicelog.services.config import ChatHistorySettings
+from voicelog.services.domain import (
+    ChatType,
+    DeviceIdentity,
+    ReportClock,
+    Turn,
+    TurnStatus,
+    clean_transcript,
+    is_cut,
+    process_owner,
+    wall_ms,
+)
+from voicelog.services.spool import DuplicateTurn, Spool, SpoolError
 
 log = structlog.get_logger("voicelog.capture")
 MAX_BACKLOG = 10_000

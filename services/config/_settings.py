@@ -237,7 +237,7 @@ def _url(value: Any) -> str:
 
 
 def _mac_list(value: Any) -> tuple[str, ...]:
-    from voicelog.services.domain._identity import normalise_mac
+    from voicelog.services.domain import normalise_mac
 
     if value is None:
         return ()

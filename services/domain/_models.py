@@ -24,7 +24,12 @@ class TurnStatus(StrEnum):
     SKIPPED = "skipped"  # nothing was said (empty reply); never sent
 
 
+# The sets of statuses the code reasons with, named once here.
 UNDELIVERED = (TurnStatus.OPEN, TurnStatus.PENDING, TurnStatus.PARKED, TurnStatus.DEAD_LETTER)
+WAITING = (TurnStatus.PENDING, TurnStatus.PARKED)  # sealed, and the shipper will send them
+FAILED = (TurnStatus.PARKED, TurnStatus.DEAD_LETTER)  # a delivery attempt ended without delivery
+RESENDABLE = (TurnStatus.PENDING, TurnStatus.PARKED, TurnStatus.DEAD_LETTER)  # what replay re-sends
+DONE = (TurnStatus.DELIVERED, TurnStatus.SKIPPED)  # nothing more will happen to them
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
+
+from voicelog.services.domain._locks import FileLock
 
 
 def process_owner(pid: int | None = None) -> str:
@@ -41,26 +42,17 @@ class ShipperLock:
     """An exclusive lock beside the spool: exactly one shipper per host delivers."""
 
     def __init__(self, spool_path: Path) -> None:
-        self.path = Path(f"{spool_path}.shipper.lock")
-        self._fd: int | None = None
+        self._lock = FileLock(f"{spool_path}.shipper.lock")
+        self.path = self._lock.path
 
     def acquire(self) -> None:
         """Take the lock or raise ShipperAlreadyRunning naming the holder."""
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+        if not self._lock.try_exclusive():
+            holder = self._lock.read_note() or "unknown"
             raise ShipperAlreadyRunning(f"another shipper (pid {holder}) already delivers from "
-                                        f"this spool; stop it first") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+                                        f"this spool; stop it first")
+        self._lock.note(str(os.getpid()))
 
     def release(self) -> None:
         """Give the lock up."""
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from voicelog.services.config._settings import ConfigError, MqttSettings, Settings
-from voicelog.services.shipping.manager._outcome import Outcome
-from voicelog.services.shipping.manager._client import ManagerApiClient
+from voicelog.services.config import ConfigError, MqttSettings, Settings
 from voicelog.services.ops._metrics import SpoolStats
 from voicelog.services.ops._mqtt_fleet import KEEPALIVE, broker_client, node_id_of
+from voicelog.services.shipping.manager import ManagerApiClient, Outcome
 
 LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 LIVEKIT_SCHEMES = ("ws", "wss", "http", "https")

@@ -18,10 +18,10 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from voicelog.services.shipping._auth_gate import AuthGate
-from voicelog.services.domain._clock import wall_ms
-from voicelog.services.shipping.manager._outcome import DeliveryResult, Outcome
+from voicelog.services.domain import wall_ms
 from voicelog.services.ops._metrics import Metrics, SpoolStats
+from voicelog.services.shipping import AuthGate
+from voicelog.services.shipping.manager import DeliveryResult, Outcome
 
 log = structlog.get_logger("voicelog.http")
 # Longest a readiness answer may reuse a Manager probe; shorter if the auth probe is faster.

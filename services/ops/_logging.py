@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from voicelog.services.config._settings import LoggingSettings, Settings
+from voicelog.services.config import LoggingSettings, Settings
 
 MASK = "***"
 CHAT_FIELDS = frozenset({"content", "text", "transcript", "message_text", "user_text",

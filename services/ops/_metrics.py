@@ -21,11 +21,10 @@ from prometheus_client import (
     generate_latest,
 )
 
-from voicelog.services.domain._models import TurnStatus
-from voicelog.services.spool._spool import Spool
+from voicelog.services.domain import UNDELIVERED, WAITING
+from voicelog.services.spool import open_spool
 
-BACKLOG_STATUSES = (TurnStatus.OPEN, TurnStatus.PENDING, TurnStatus.PARKED, TurnStatus.DEAD_LETTER)
-WAITING_STATUSES = (TurnStatus.PENDING.value, TurnStatus.PARKED.value)
+BACKLOG_STATUSES = UNDELIVERED
 READY_PROBE_KEY = "ready_probe_ms"
 
 
@@ -66,6 +65,14 @@ class Metrics:
         if count:
             self.turns.labels(event=event).inc(count)
 
+    def attempted(self, outcome: str) -> None:
+        """Count one request to the Manager by its outcome class."""
+        self.attempts.labels(outcome=outcome).inc()
+
+    def delivered_after(self, seconds: float) -> None:
+        """Record how long after capture a turn was delivered."""
+        self.latency.observe(seconds)
+
     def apply(self, snapshot: SpoolSnapshot) -> None:
         """Set the spool-derived gauges and advance "captured" and "skipped" from a snapshot."""
         for status in BACKLOG_STATUSES:
@@ -103,7 +110,7 @@ class SpoolSnapshot:
     @property
     def waiting(self) -> int:
         """Turns waiting for delivery (pending or parked)."""
-        return sum(self.counts.get(s, 0) for s in WAITING_STATUSES)
+        return sum(self.counts.get(s.value, 0) for s in WAITING)
 
 
 class SpoolStats:
@@ -115,7 +122,7 @@ class SpoolStats:
 
     def __init__(self, spool_path: str | Path, *, max_bytes: int | None = None,
                  busy_timeout_ms: int = 2000, max_age: float = 1.0) -> None:
-        self._spool = Spool(spool_path, max_bytes=max_bytes, busy_timeout_ms=busy_timeout_ms)
+        self._spool = open_spool(spool_path, max_bytes=max_bytes, busy_timeout_ms=busy_timeout_ms)
         self._lock = threading.Lock()  # one query at a time on this connection
         self._max_age = max_age
         self._cached: dict[str, tuple[float, object]] = {}
@@ -139,10 +146,7 @@ class SpoolStats:
         """Count what the spool holds now."""
         with self._lock:
             counts = self._spool.status_counts()
-            active, skipped = self._spool.execute_read(
-                "SELECT COALESCE(SUM(ended_ms IS NULL), 0), COALESCE(SUM(skipped), 0) FROM sessions")[0]
-            oldest = self._spool.execute_read(
-                "SELECT MIN(captured_ms) FROM turns WHERE status IN (?, ?)", WAITING_STATUSES)[0][0]
+            active, skipped, oldest = self._spool.totals(WAITING)
             return SpoolSnapshot(counts=counts, skipped=int(skipped), sessions_active=int(active),
                                  oldest_waiting_ms=oldest, spool_bytes=self._spool.size_bytes(),
                                  taken_ms=time.time_ns() // 1_000_000)
@@ -153,17 +157,14 @@ class SpoolStats:
             with self._lock:
                 if self._full():
                     return "spool is full: new turns are refused"
-            with self._lock, self._spool.transaction() as conn:
-                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                             (READY_PROBE_KEY, str(time.time_ns() // 1_000_000)))
+            with self._lock:
+                self._spool.set_meta(READY_PROBE_KEY, str(time.time_ns() // 1_000_000))
         except Exception as error:  # noqa: BLE001 - any failure means "not writable", with why
             return f"spool not writable: {error}"
         return None
 
     def _full(self) -> bool:
-        # As the spool itself judges it: at the cap on disk and no reusable free pages.
-        cap = self._spool.max_bytes
-        return cap is not None and self._spool.size_bytes() >= cap and self._spool.used_bytes() >= cap
+        return self._spool.is_full()  # as the spool itself judges it
 
     def close(self) -> None:
         """Close the connection."""

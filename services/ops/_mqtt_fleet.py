@@ -27,10 +27,9 @@ import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
-from voicelog.services.domain._clock import wall_ms
-from voicelog.services.config._settings import ConfigError, MqttSettings
-from voicelog.services.domain._identity import normalise_mac
-from voicelog.services.spool._spool import Spool
+from voicelog.services.config import ConfigError, MqttSettings
+from voicelog.services.domain import FAILED, TurnStatus, first_of, normalise_mac, wall_ms
+from voicelog.services.spool import DeliveryState
 
 log = structlog.get_logger("voicelog.mqtt")
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
@@ -42,7 +41,7 @@ COMMAND_QUEUE = 100
 # Fields that change on every look and so do not count as a change of status.
 VOLATILE_FIELDS = ("ts", "oldest_pending_age_s")
 COMMANDS = ("status", "flush", "replay")
-REPLAYABLE = ("parked", "dead_letter")
+REPLAYABLE = FAILED
 MAX_COMMAND_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
 # Ids are remembered for command_max_age; past this many at once, commands are refused.
@@ -158,9 +157,10 @@ def _command(body: dict[str, Any]) -> Command:
 class FleetCommands:
     """Carry out verified ``flush`` and ``replay`` commands on this box's spool and shipper."""
 
-    def __init__(self, spool: Spool, wake: Callable[[], None],
+    def __init__(self, delivery: DeliveryState, wake: Callable[[], None],
                  now: Callable[[], int] = wall_ms) -> None:
-        self._spool, self._wake, self._now = spool, wake, now
+        self._delivery, self._wake, self._now = delivery, wake, now
+        self._spool = delivery.spool
 
     async def run(self, command: Command) -> dict[str, Any]:
         """Do it; return what was done (CommandRefused for bad arguments)."""
@@ -172,7 +172,7 @@ class FleetCommands:
         """Send a session's (or every session's) pending turns now, whatever the batch rules."""
         if session is not None and self._spool.session(session) is None:
             raise CommandRefused(f"unknown session {session!r}")
-        sessions = [session] if session else [b.session_id for b in self._spool.backlog()]
+        sessions = [session] if session else [b.session_id for b in self._delivery.backlog()]
         for session_id in sessions:
             self._spool.request_flush(session_id)
         self._wake()
@@ -183,16 +183,11 @@ class FleetCommands:
         """Make parked / dead-lettered turns pending again and send them now."""
         if not (session or mac or status):
             raise CommandRefused("replay needs a selector: session, mac or status")
-        query = ("SELECT t.session_id, t.seq FROM turns t JOIN sessions s USING (session_id)"
-                 " WHERE t.status IN (?, ?)")
-        params: list[object] = list(REPLAYABLE if status is None else (status, status))
-        for column, value in (("t.session_id", session), ("s.mac", mac)):
-            if value is not None:
-                query, params = query + f" AND {column}=?", params + [value]
+        statuses = REPLAYABLE if status is None else (TurnStatus(status),)
         chosen: dict[str, list[int]] = defaultdict(list)
-        for session_id, seq in self._spool.execute_read(query + " ORDER BY t.session_id, t.seq", params):
+        for session_id, seq in self._spool.turns_in_status(statuses, session_id=session, mac=mac):
             chosen[session_id].append(seq)
-        requeued = sum(self._spool.requeue(sid, seqs, self._now()) for sid, seqs in chosen.items())
+        requeued = sum(self._delivery.requeue(sid, seqs, self._now()) for sid, seqs in chosen.items())
         for session_id in chosen:
             self._spool.request_flush(session_id)
         self._wake()
@@ -211,7 +206,7 @@ def _selectors(args: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]
     if "mac" in args:
         args["mac"] = normalise_mac(args["mac"]) or _refuse(f"{args['mac']!r} is not a MAC address")
     if "status" in args and args["status"] not in REPLAYABLE:
-        _refuse(f"status must be one of {', '.join(REPLAYABLE)}")
+        _refuse(f"status must be one of {', '.join(s.value for s in REPLAYABLE)}")
     return args
 
 
@@ -332,8 +327,8 @@ class FleetChannel:
                     self._republish.clear()
                     self._publish(self.status_topic, document, retain=True)
                     last_key, last_sent = key, loop.time()
-            await _wait_any(self._republish, stop,
-                            timeout=min(CHANGE_CHECK_INTERVAL, self.settings.status_interval))
+            await first_of(self._republish, stop,
+                           timeout=min(CHANGE_CHECK_INTERVAL, self.settings.status_interval))
 
     async def status_document(self) -> dict[str, Any]:
         """The online status message: the source's figures under node, version and time."""
@@ -390,10 +385,3 @@ class FleetChannel:
     def _offline(self, reason: str) -> str:
         return json.dumps({"node": self.node, "online": False, "version": self.version,
                            "reason": reason, "ts": wall_ms()})
-
-
-async def _wait_any(event: asyncio.Event, stop: asyncio.Event, *, timeout: float) -> None:
-    waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())}
-    await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    for waiter in waiters:
-        waiter.cancel()

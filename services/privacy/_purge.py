@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voicelog.services.support._catalog import BackupError, backup_files, read_backup
-from voicelog.services.spool._spool import Spool
+from voicelog.services.backup import BackupError, backup_files, read_backup
+from voicelog.services.spool import Spool
 
 
 @dataclass
@@ -49,14 +49,11 @@ def purge(spool: Spool, backup_dir: str | Path, *, mac: str | None = None,
 
 
 def _sessions(spool: Spool, mac: str | None, session_id: str | None) -> set[str]:
-    rows = spool.execute_read("SELECT session_id FROM sessions WHERE mac=? OR session_id=?",
-                              (mac or "", session_id or ""))
-    return {row[0] for row in rows}
+    return spool.sessions_of(mac=mac, session_id=session_id)
 
 
 def _count_turns(spool: Spool, sessions: set[str]) -> int:
-    return sum(spool.execute_read("SELECT COUNT(*) FROM turns WHERE session_id=?", (s,))[0][0]
-               for s in sessions)
+    return sum(spool.turn_count(s) for s in sessions)
 
 
 def _needles(mac: str | None, session_id: str | None, sessions: set[str]) -> list[bytes]:
@@ -98,10 +95,5 @@ def _mentions(path: Path, needles: list[bytes]) -> bool:
 
 
 def _erase_rows(spool: Spool, sessions: set[str]) -> None:
-    # secure_delete zeroes freed pages; the TRUNCATE checkpoint drops old page images from the WAL.
-    spool.execute_read("PRAGMA secure_delete=ON")
-    with spool.transaction() as conn:
-        for session_id in sessions:
-            conn.execute("DELETE FROM turns WHERE session_id=?", (session_id,))
-            conn.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
-    spool.execute_read("PRAGMA wal_checkpoint(TRUNCATE)")
+    # Freed pages are zeroed and the WAL truncated, so no old page image keeps the words.
+    spool.erase_sessions(sessions)

@@ -13,16 +13,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.support._catalog import (SESSION_COLUMNS, BackupError, backup_files, read_backup,
-                                     session_from_row)
-from voicelog.services.config._settings import ChatHistorySettings
-from voicelog.services.domain._models import SessionRecord
-from voicelog.services.spool._spool import Spool
+from voicelog.services.backup import BackupError, BackupWriter, backup_files, read_backup
+from voicelog.services.config import ChatHistorySettings
+from voicelog.services.domain import DONE, SessionRecord
+from voicelog.services.spool import Spool
 
 DAY_MS = 86_400_000
 BATCH = 50  # sessions per write transaction: short enough never to stall capture
-_DONE = ("delivered", "skipped")
 
 
 @dataclass(frozen=True)
@@ -109,17 +106,9 @@ def expiring_undelivered(spool: Spool, settings: ChatHistorySettings, *, now_ms:
 
 def _candidates(spool: Spool, cutoff: int) -> list[tuple[PrunedSession, SessionRecord]]:
     """Ended sessions older than the cutoff, with turn and undelivered counts."""
-    rows = spool.execute_read(
-        f"SELECT {SESSION_COLUMNS}, COUNT(t.seq), COALESCE(SUM(t.status NOT IN {_DONE}), 0)"
-        " FROM sessions s LEFT JOIN turns t ON t.session_id=s.session_id"
-        " WHERE s.ended_ms IS NOT NULL AND s.ended_ms < ? GROUP BY s.session_id ORDER BY s.ended_ms",
-        (cutoff,))
-    found = []
-    for row in rows:
-        session = session_from_row(row[:11])
-        found.append((PrunedSession(session.session_id, session.mac, session.ended_ms or 0,
-                                    row[11], row[12], None), session))
-    return found
+    return [(PrunedSession(e.session.session_id, e.session.mac, e.session.ended_ms or 0, e.turns,
+                           e.undone, None), e.session)
+            for e in spool.ended_before(cutoff)]
 
 
 def _with_file(candidate: PrunedSession, writer: BackupWriter, session: SessionRecord) -> PrunedSession:
@@ -130,21 +119,14 @@ def _with_file(candidate: PrunedSession, writer: BackupWriter, session: SessionR
 def _delete_sessions(spool: Spool, chosen: list[PrunedSession], cutoff: int,
                      undelivered_cutoff: int | None) -> list[PrunedSession]:
     """Delete in batches, re-checking age and status in each transaction; return what went."""
-    removed = []
+    removed: list[PrunedSession] = []
     for start in range(0, len(chosen), BATCH):
-        with spool.transaction() as conn:
-            for session in chosen[start:start + BATCH]:
-                # Still ended and old? Still delivered, unless old enough to drop undelivered?
-                ok = conn.execute(
-                    "SELECT 1 FROM sessions WHERE session_id=? AND ended_ms < ? AND (? OR NOT EXISTS"
-                    f" (SELECT 1 FROM turns WHERE session_id=? AND status NOT IN {_DONE}))",
-                    (session.session_id, cutoff if not session.undelivered else undelivered_cutoff,
-                     int(session.undelivered > 0), session.session_id)).fetchone()
-                if ok is None:
-                    continue
-                conn.execute("DELETE FROM turns WHERE session_id=?", (session.session_id,))
-                conn.execute("DELETE FROM sessions WHERE session_id=?", (session.session_id,))
-                removed.append(session)
+        batch = {s.session_id: s for s in chosen[start:start + BATCH]}
+        # Still ended and old? Still delivered, unless old enough to drop undelivered?
+        gone = spool.delete_expired(
+            (s.session_id, cutoff if not s.undelivered else undelivered_cutoff, s.undelivered > 0)
+            for s in batch.values())
+        removed += [batch[session_id] for session_id in gone]
     return removed
 
 
@@ -157,7 +139,7 @@ def _delete_files(writer: BackupWriter, report: PruneReport) -> None:
 
 def _prune_orphan_files(spool: Spool, writer: BackupWriter, report: PruneReport) -> None:
     """Backup files whose session the spool no longer has, by the same age and status rules."""
-    in_spool = {row[0] for row in spool.execute_read("SELECT session_id FROM sessions")}
+    in_spool = spool.session_ids()
     removed = {s.session_id for s in report.removed}
     for path in backup_files(writer.backup_dir, until_ms=report.cutoff_ms):
         try:
@@ -167,7 +149,7 @@ def _prune_orphan_files(spool: Spool, writer: BackupWriter, report: PruneReport)
         session = backup.session
         if session.session_id in in_spool or session.session_id in removed or session.ended_ms is None:
             continue
-        undelivered = sum(t.status.value not in _DONE for t in backup.turns)
+        undelivered = sum(t.status not in DONE for t in backup.turns)
         limit = report.cutoff_ms if not undelivered else report.undelivered_cutoff_ms
         if limit is None or session.ended_ms >= limit:
             continue

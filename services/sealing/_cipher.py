@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from voicelog.services.config._settings import ChatHistorySettings, ConfigError
+from voicelog.services.config import ChatHistorySettings, ConfigError
 
 PREFIX = "enc:v1:"
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from voicelog.services.shipping.manager._outcome import DeliveryResult, Outcome
+from voicelog.services.shipping.manager import DeliveryResult, Outcome
 
 log = structlog.get_logger("voicelog.shipper")
 

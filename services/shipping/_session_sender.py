@@ -13,16 +13,21 @@ from dataclasses import dataclass
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
+from voicelog.services.config import ManagerApiSettings, ShipperSettings
+from voicelog.services.domain import SessionRecord, Turn, TurnStatus, first_of, wall_ms
+from voicelog.services.sealing import ContentKeyError, is_sealed
 from voicelog.services.shipping._auth_gate import AuthGate
-from voicelog.services.domain._clock import wall_ms
-from voicelog.services.config._settings import ManagerApiSettings, ShipperSettings
-from voicelog.services.sealing._cipher import ContentKeyError, is_sealed
-from voicelog.services.shipping.manager._outcome import DeliveryResult, Outcome, Report, SessionMessage, SessionUpload
-from voicelog.services.shipping.manager._client import ManagerApiClient
-from voicelog.services.ops._metrics import Metrics
-from voicelog.services.domain._models import SessionRecord, Turn, TurnStatus
-from voicelog.services.spool._spool import Spool
+from voicelog.services.shipping._observer import DeliveryObserver
 from voicelog.services.shipping._wire import first_wire_time, idempotency_key, wire_parts
+from voicelog.services.shipping.manager import (
+    DeliveryResult,
+    ManagerApiClient,
+    Outcome,
+    Report,
+    SessionMessage,
+    SessionUpload,
+)
+from voicelog.services.spool import DeliveryState
 
 log = structlog.get_logger("voicelog.shipper")
 UNREADABLE_REASON = ("content is encrypted with a key this box does not have; configure "
@@ -43,12 +48,12 @@ class RoundResult:
 class SessionSender:
     """Send a session's deliverable turns through the Manager client with retries."""
 
-    def __init__(self, spool: Spool, client: ManagerApiClient, api: ManagerApiSettings,
-                 shipping: ShipperSettings, gate: AuthGate, metrics: Metrics,
+    def __init__(self, delivery: DeliveryState, client: ManagerApiClient, api: ManagerApiSettings,
+                 shipping: ShipperSettings, gate: AuthGate, observer: DeliveryObserver,
                  stopping: asyncio.Event, *, max_attempts: int | None = None,
                  now: Callable[[], int] = wall_ms) -> None:
-        self.spool, self.client, self.api, self.shipping = spool, client, api, shipping
-        self.gate, self.metrics, self.stopping = gate, metrics, stopping
+        self.delivery, self.client, self.api, self.shipping = delivery, client, api, shipping
+        self.gate, self.observer, self.stopping = gate, observer, stopping
         self.max_attempts = max_attempts
         self._now = now
         self._unit = "s" if api.api_mode == "session" else api.report_time_unit
@@ -56,7 +61,7 @@ class SessionSender:
 
     async def deliver(self, session: SessionRecord) -> RoundResult:
         """Deliver what is deliverable for this session now."""
-        turns = self.spool.deliverable(session.session_id)
+        turns = self.delivery.deliverable(session.session_id)
         if not turns:
             return RoundResult()
         if not session.mac_valid:
@@ -86,7 +91,7 @@ class SessionSender:
                 self._dead_letter(session, [turn], outcome)
                 result.dead_lettered += 1
             elif outcome.outcome is Outcome.UNROUTABLE:
-                return self._park(session, self.spool.deliverable(session.session_id), outcome.reason, result)
+                return self._park(session, self.delivery.deliverable(session.session_id), outcome.reason, result)
             else:
                 result.held += 1
                 return result
@@ -96,10 +101,10 @@ class SessionSender:
         """The words to send; None when they are sealed with a key this box does not have."""
         if not is_sealed(turn.content):
             return turn.content
-        if self.spool.cipher is None:
+        if self.delivery.cipher is None:
             return None
         try:
-            return self.spool.cipher.open(turn.content)
+            return self.delivery.cipher.open(turn.content)
         except ContentKeyError:
             return None
 
@@ -107,20 +112,20 @@ class SessionSender:
         if turn.wire_time is not None:
             return turn.wire_time, max(last_wire, turn.wire_time + parts - 1)
         wire = first_wire_time(turn, last_wire, self._unit)
-        self.spool.fix_wire_time(turn.session_id, turn.seq, wire, wire + parts - 1)
+        self.delivery.fix_wire_time(turn.session_id, turn.seq, wire, wire + parts - 1)
         return wire, wire + parts - 1
 
     async def _send_parts(self, session: SessionRecord, turn: Turn, parts: list[str],
                           wire: int) -> DeliveryResult:
         result = DeliveryResult(Outcome.DELIVERED, "nothing left to send")
-        for index in range(self.spool.parts_sent(turn.session_id, turn.seq), len(parts)):
+        for index in range(self.delivery.parts_sent(turn.session_id, turn.seq), len(parts)):
             report = Report(session.mac, session.session_id, int(turn.chat_type), parts[index],
                             wire + index, idempotency_key(turn, index, len(parts)))
             result = await self._with_retries(lambda r=report: self.client.report(r), [turn])
             if result.outcome is not Outcome.DELIVERED:
                 return result
             if len(parts) > 1:
-                self.spool.record_parts_sent(turn.session_id, turn.seq, index + 1)
+                self.delivery.record_parts_sent(turn.session_id, turn.seq, index + 1)
         return result
 
     async def _deliver_session(self, session: SessionRecord, turns: list[Turn]) -> RoundResult:
@@ -168,7 +173,7 @@ class SessionSender:
     def _counted(self, send: Callable[[], Awaitable[DeliveryResult]]) -> Callable[[], Awaitable[DeliveryResult]]:
         async def attempt() -> DeliveryResult:
             result = await send()
-            self.metrics.attempts.labels(outcome=result.outcome.value).inc()
+            self.observer.attempted(result.outcome.value)
             return result
 
         return attempt
@@ -176,11 +181,7 @@ class SessionSender:
     async def _wait_gate(self) -> None:
         if self.gate.is_open:
             return
-        gate = asyncio.ensure_future(self.gate.wait_open())
-        stop = asyncio.ensure_future(self.stopping.wait())
-        await asyncio.wait({gate, stop}, return_when=asyncio.FIRST_COMPLETED)
-        gate.cancel()
-        stop.cancel()
+        await first_of(self.gate.wait_open(), self.stopping)
 
     def _wait(self, state: RetryCallState) -> float:
         # Full jitter, but never sooner than the Manager's Retry-After asks.
@@ -207,19 +208,19 @@ class SessionSender:
 
     def _record_failure(self, turns: list[Turn], status: TurnStatus, reason: str, delay: float) -> None:
         now = self._now()
-        self.spool.mark_attempt_failed(turns[0].session_id, [t.seq for t in turns], status=status,
+        self.delivery.mark_attempt_failed(turns[0].session_id, [t.seq for t in turns], status=status,
                                        error=reason, next_attempt_ms=now + int(delay * 1000), now_ms=now)
 
     def _delivered(self, session: SessionRecord, turns: list[Turn]) -> None:
         now = self._now()
-        self.spool.mark_delivered(session.session_id, [t.seq for t in turns], now)
-        self.metrics.turn_event("delivered", len(turns))
+        self.delivery.mark_delivered(session.session_id, [t.seq for t in turns], now)
+        self.observer.turn_event("delivered", len(turns))
         for turn in turns:
-            self.metrics.latency.observe(max(0, now - turn.captured_ms) / 1000)
+            self.observer.delivered_after(max(0, now - turn.captured_ms) / 1000)
 
     def _dead_letter(self, session: SessionRecord, turns: list[Turn], outcome: DeliveryResult) -> None:
         self._record_failure(turns, TurnStatus.DEAD_LETTER, outcome.reason, 0)
-        self.metrics.turn_event("dead_letter", len(turns))
+        self.observer.turn_event("dead_letter", len(turns))
         log.error("turn_dead_lettered", session_id=session.session_id, seqs=[t.seq for t in turns],
                   reason=outcome.reason)
 
@@ -228,7 +229,7 @@ class SessionSender:
         result = result or RoundResult()
         if turns:
             self._record_failure(turns, TurnStatus.PARKED, reason, self.shipping.parked_retry_interval)
-            self.metrics.turn_event("parked", len(turns))
+            self.observer.turn_event("parked", len(turns))
             log.warning("session_parked", session_id=session.session_id, turns=len(turns),
                         reason=reason, retry_in=self.shipping.parked_retry_interval)
         result.parked += len(turns)
@@ -242,5 +243,5 @@ class SessionSender:
         if not agent_id:
             log.warning("device_not_bound_per_lookup", session_id=session.session_id)
             return session
-        self.spool.set_agent_id(session.session_id, agent_id)
-        return self.spool.session(session.session_id) or session
+        self.delivery.set_agent_id(session.session_id, agent_id)
+        return self.delivery.session(session.session_id) or session

@@ -13,16 +13,14 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from voicelog.services.backup import BackupWriter
+from voicelog.services.config import Settings
+from voicelog.services.domain import TurnStatus, first_of, owner_alive, wall_ms
 from voicelog.services.shipping._auth_gate import AuthGate
-from voicelog.services.backup._writer import BackupWriter
-from voicelog.services.domain._clock import wall_ms
-from voicelog.services.config._settings import Settings
-from voicelog.services.shipping.manager._client import ManagerApiClient
-from voicelog.services.ops._metrics import Metrics
-from voicelog.services.domain._models import TurnStatus
-from voicelog.services.domain._ownership import owner_alive
+from voicelog.services.shipping._observer import DeliveryObserver, SilentObserver
 from voicelog.services.shipping._session_sender import RoundResult, SessionSender
-from voicelog.services.spool._spool import Backlog, Spool
+from voicelog.services.shipping.manager import ManagerApiClient
+from voicelog.services.spool import Backlog, DeliveryState
 
 log = structlog.get_logger("voicelog.shipper")
 
@@ -61,16 +59,17 @@ class ShipSummary:
 class Shipper:
     """Own delivery for one spool: schedule due sessions, bounded concurrency, clean drain."""
 
-    def __init__(self, spool: Spool, client: ManagerApiClient, settings: Settings, *,
-                 backups: BackupWriter | None = None, metrics: Metrics | None = None,
+    def __init__(self, delivery: DeliveryState, client: ManagerApiClient, settings: Settings, *,
+                 backups: BackupWriter | None = None, observer: DeliveryObserver | None = None,
                  max_attempts: int | None = None, now: Callable[[], int] = wall_ms) -> None:
-        self.spool, self.client, self.settings = spool, client, settings
+        self.delivery, self.client, self.settings = delivery, client, settings
+        self.spool = delivery.spool  # sessions to seal, counts, and backups read from here
         self.backups = backups
-        self.metrics = metrics or Metrics()
+        self.observer = observer or SilentObserver()
         self.stopping = asyncio.Event()
         self.gate = AuthGate(client.check_secret, settings.shipper.auth_retry_interval)
-        self.sender = SessionSender(spool, client, settings.manager_api, settings.shipper, self.gate,
-                                    self.metrics, self.stopping, max_attempts=max_attempts, now=now)
+        self.sender = SessionSender(delivery, client, settings.manager_api, settings.shipper, self.gate,
+                                    self.observer, self.stopping, max_attempts=max_attempts, now=now)
         self.summary = ShipSummary()
         self._now = now
         self._wakeup = asyncio.Event()
@@ -118,7 +117,7 @@ class Shipper:
                 # Re-read the backlog only when this pass's list is used up: the query scans
                 # every waiting turn, so running it per finished round dominated big drains.
                 self._reap_abandoned(force=True)
-                waiting = [b for b in self.spool.backlog() if b.session_id not in tried]
+                waiting = [b for b in self.delivery.backlog() if b.session_id not in tried]
                 if not waiting and not self._active:
                     return
             self._schedule(flush_all=True, only=waiting, tried=tried)
@@ -135,7 +134,7 @@ class Shipper:
         if len(self._active) >= limit:
             return  # no free slot: skip the backlog query, which scans every waiting turn
         history = self.settings.chat_history
-        for backlog in self.spool.backlog() if only is None else only:
+        for backlog in self.delivery.backlog() if only is None else only:
             if len(self._active) >= limit:
                 return
             if backlog.session_id in self._active or self._cooling_down(backlog.session_id, now):
@@ -172,8 +171,8 @@ class Shipper:
         self.summary.add(result)
         if result.delivered:
             self.last_delivery_ms = self._now()
-        if not self.spool.deliverable(session_id):
-            self.spool.clear_flush_request(session_id)
+        if not self.delivery.deliverable(session_id):
+            self.delivery.clear_flush_request(session_id)
         if self.backups is not None:
             self.backups.write(self.spool, session_id, self._now())
 
@@ -191,12 +190,7 @@ class Shipper:
         return failed is not None and failed[1] > now_ms
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        waker = asyncio.ensure_future(self._wakeup.wait())
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({waker, stopper}, timeout=self.settings.shipper.poll_interval,
-                           return_when=asyncio.FIRST_COMPLETED)
-        waker.cancel()
-        stopper.cancel()
+        await first_of(self._wakeup, stop, timeout=self.settings.shipper.poll_interval)
         self._wakeup.clear()
 
     def _reap_abandoned(self, force: bool = False) -> None:

@@ -6,8 +6,8 @@ session gets a strictly larger report time than the one before, in the configure
 
 from __future__ import annotations
 
-from voicelog.services.shipping.manager._outcome import split_content
-from voicelog.services.domain._models import Turn
+from voicelog.services.domain import Turn
+from voicelog.services.shipping.manager import split_content
 
 CONTINUATION = "(cont. {index}/{total}) "
 # Room kept in each part for the continuation marker, so a marked part still fits the column.

@@ -6,7 +6,7 @@ is not such a change (older code ignores it), so ``losses`` kept version 1.
 
 from __future__ import annotations
 
-from voicelog.services.domain._models import ChatType, SessionRecord, Turn, TurnStatus
+from voicelog.services.domain import ChatType, SessionRecord, Turn, TurnStatus
 
 SCHEMA_VERSION = 1
 
@@ -83,3 +83,17 @@ def session_record(row: tuple) -> SessionRecord:
      agent_id, skipped, last_wire_time) = row
     return SessionRecord(session_id, mac, bool(mac_valid), mac_source, started_ms, ended_ms,
                          end_reason, owner, agent_id, skipped, last_wire_time)
+
+
+def turn_row(turn: Turn, updated_ms: int) -> tuple:
+    """A row of TURN_COLUMNS from a Turn (parts_sent starts at 0)."""
+    return (turn.session_id, turn.seq, int(turn.chat_type), turn.content, turn.report_ms,
+            turn.captured_ms, int(turn.interrupted), turn.status.value, turn.attempts,
+            turn.last_error, turn.next_attempt_ms, turn.wire_time, 0, turn.delivered_ms, updated_ms)
+
+
+def session_row(session: SessionRecord, updated_ms: int) -> tuple:
+    """A row of SESSION_COLUMNS from a SessionRecord (no flush requested)."""
+    return (session.session_id, session.mac, int(session.mac_valid), session.mac_source,
+            session.started_ms, session.ended_ms, session.end_reason, session.owner,
+            session.agent_id, session.skipped, session.last_wire_time, 0, updated_ms)

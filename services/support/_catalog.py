@@ -1,48 +1,28 @@
-"""Find and read backup files, and list sessions from the spool and the backups alike.
+"""List sessions from the spool and the backups alike, and find one by id, prefix or file.
 
 Support staff see a session from two sides: the spool (the truth while its turns are on this
 box) and the JSON backups (what outlives the spool and travels between boxes). Both become the
 same records here (``SessionRecord`` and ``Turn``), so every ``backups`` command reads alike.
-Checking files against the spool is ``services.backup_verify``.
+Checking files against the spool is ``_verify``.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.resources
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from jsonschema import Draft202012Validator
-
-from voicelog.services.backup._writer import (BACKUP_FORMAT, BACKUP_VERSION, BackupWriter, backup_file_name,
-                             backup_files, iso_to_ms)
-from voicelog.services.domain._models import ChatType, SessionRecord, Turn, TurnStatus
-from voicelog.services.spool._spool import Spool
-
-# Package data, so an installed wheel validates against the same schema the docs describe.
-SCHEMA_PATH = importlib.resources.files("voicelog.services.backup") / "schemas" / "backup.schema.json"
-STATUSES = tuple(status.value for status in TurnStatus)
-SESSION_COLUMNS = ("s.session_id, s.mac, s.mac_valid, s.mac_source, s.started_ms, s.ended_ms,"
-                    " s.end_reason, s.owner, s.agent_id, s.skipped, s.last_wire_time")
-
-
-class BackupError(ValueError):
-    """A backup file cannot be used; the message says precisely what is wrong with it."""
-
-
-@dataclass(frozen=True)
-class Backup:
-    """One backup file read into records."""
-
-    path: Path
-    session: SessionRecord
-    turns: tuple[Turn, ...]
-    written_ms: int
+from voicelog.services.backup import (
+    Backup,
+    BackupError,
+    BackupWriter,
+    backup_file_name,
+    backup_files,
+    read_backup,
+)
+from voicelog.services.domain import SessionRecord, Turn
+from voicelog.services.spool import Spool
 
 
 @dataclass(frozen=True)
@@ -85,94 +65,6 @@ def status_counts(turns: Iterable[Turn]) -> dict[str, int]:
     for turn in turns:
         counts[turn.status.value] = counts.get(turn.status.value, 0) + 1
     return counts
-
-
-# --- times -----------------------------------------------------------------------------------
-
-# --- backup files ----------------------------------------------------------------------------
-
-@functools.cache
-def backup_validator() -> Draft202012Validator:
-    """The validator for the backup schema shipped in ``services/schemas/``."""
-    try:
-        schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BackupError(f"cannot read the backup schema {SCHEMA_PATH}: {exc.strerror}") from exc
-    return Draft202012Validator(schema)
-
-
-def load_document(path: Path) -> dict[str, Any]:
-    """The JSON object in a backup file; BackupError says where and how it is broken."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BackupError(f"cannot read: {exc.strerror}") from exc
-    if not data.strip():
-        raise BackupError(f"empty file ({len(data)} bytes)")
-    try:
-        text = data.decode("utf-8", "surrogatepass")
-    except UnicodeDecodeError as exc:
-        raise BackupError(f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        # Every backup ends with its closing brace; one that does not was cut short.
-        if exc.pos >= len(text.rstrip()) or not text.rstrip().endswith("}"):
-            lines = text.count("\n") + 1
-            raise BackupError(f"truncated: the file ends mid-document after {len(data)} bytes "
-                              f"(line {lines})") from None
-        raise BackupError(f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    if not isinstance(document, dict):
-        raise BackupError(f"not a backup: the JSON is a {type(document).__name__}, not an object")
-    return document
-
-
-def schema_problems(document: dict[str, Any], limit: int = 5) -> list[str]:
-    """What in a document breaks the backup schema, as ``where: what`` lines."""
-    if document.get("format") != BACKUP_FORMAT:
-        return [f"format: {document.get('format')!r} is not {BACKUP_FORMAT!r}; not a voicelog backup"]
-    if document.get("version") != BACKUP_VERSION:
-        return [f"version: {document.get('version')!r} is not known to this voicelog "
-                f"(it reads version {BACKUP_VERSION})"]
-    errors = sorted(backup_validator().iter_errors(document), key=lambda e: list(map(str, e.path)))
-    lines = [f"{_json_path(e.path)}: {e.message[:200]}" for e in errors[:limit]]
-    if len(errors) > limit:
-        lines.append(f"... and {len(errors) - limit} more schema errors")
-    return lines
-
-
-def _json_path(path: Iterable[Any]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(document)"
-
-
-def read_backup(path: Path) -> Backup:
-    """Read and validate one backup file into records; BackupError says what is wrong."""
-    document = load_document(path)
-    problems = schema_problems(document)
-    if problems:
-        raise BackupError("does not match the backup schema: " + "; ".join(problems))
-    try:
-        return document_records(path, document)
-    except ValueError as exc:
-        raise BackupError(f"unreadable time: {exc}") from None
-
-
-def document_records(path: Path, document: dict[str, Any]) -> Backup:
-    """Records from a schema-valid backup document."""
-    session_id = document["session_id"]
-    session = SessionRecord(session_id, document["mac"], document["mac_valid"],
-                            document["mac_source"], document["started_ms"], document["ended_ms"],
-                            document["end_reason"], None, document["agent_id"],
-                            document["skipped_empty_turns"], 0)
-    turns = tuple(
-        Turn(session_id, t["seq"], ChatType(t["chat_type"]), t["content"], t["report_time_ms"],
-             iso_to_ms(t["captured_at"]) or 0, t["interrupted"], TurnStatus(t["status"]),
-             t["attempts"], t["last_error"], 0, None, iso_to_ms(t["delivered_at"]))
-        for t in document["turns"])
-    return Backup(path, session, turns, iso_to_ms(document["written_at"]) or 0)
 
 
 # --- the catalog -----------------------------------------------------------------------------
@@ -218,27 +110,16 @@ class Catalog:
 
     def spool_session_ids(self) -> set[str]:
         """Ids of every session in the spool."""
-        if self.spool is None:
-            return set()
-        return {row[0] for row in self.spool.execute_read("SELECT session_id FROM sessions")}
+        return set() if self.spool is None else self.spool.session_ids()
 
     def _spool_summaries(self, wanted: SessionFilter) -> Iterator[SessionView]:
         if self.spool is None:
             return
-        where, params = _where(wanted)
-        having = ""
-        if wanted.statuses:
-            having = "HAVING " + " OR ".join("SUM(t.status=?)>0" for _ in wanted.statuses)
-            params += sorted(wanted.statuses)
-        counts = ", ".join(f"COALESCE(SUM(t.status='{s}'),0)" for s in STATUSES)
-        rows = self.spool.execute_read(
-            f"SELECT {SESSION_COLUMNS}, {counts} FROM sessions s LEFT JOIN turns t"
-            f" ON t.session_id=s.session_id {where} GROUP BY s.session_id {having}"
-            " ORDER BY s.started_ms, s.session_id", params)
-        for row in rows:
-            session = session_from_row(row[:11])
-            counts_by_status = {s: n for s, n in zip(STATUSES, row[11:]) if n}
-            yield SessionView(session, counts_by_status, "spool", self._existing(session))
+        for found in self.spool.session_counts(
+                session_ids=wanted.session_ids or None, macs=wanted.macs or None,
+                since_ms=wanted.since_ms, until_ms=wanted.until_ms):
+            if wanted.matches(found.session, found.counts):
+                yield SessionView(found.session, found.counts, "spool", self._existing(found.session))
 
     def _existing(self, session: SessionRecord) -> Path | None:
         path = self.path_for(session)
@@ -262,10 +143,7 @@ class Catalog:
         """The session id ``ref`` names exactly or as a unique prefix; ValueError if ambiguous."""
         if self.spool is None:
             return None
-        escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self.spool.execute_read("SELECT session_id FROM sessions WHERE session_id LIKE ?"
-                                       " ESCAPE '\\' ORDER BY session_id LIMIT 6", (escaped + "%",))
-        ids = [row[0] for row in rows]
+        ids = self.spool.session_ids_with_prefix(ref, limit=6)
         if ref in ids or len(ids) <= 1:
             return ref if ref in ids else (ids[0] if ids else None)
         raise ValueError(f"{ref!r} matches several sessions: {', '.join(ids[:5])}; give more of the id")
@@ -275,27 +153,3 @@ class Catalog:
         name = backup_file_name(session_id)
         matches = sorted(Path(self.backup_dir).glob(f"*/{name}")) if "/" not in session_id else []
         return matches[-1] if matches else None
-
-
-def _where(wanted: SessionFilter) -> tuple[str, list[object]]:
-    clauses: list[str] = []
-    params: list[object] = []
-    for column, values in (("s.session_id", wanted.session_ids), ("s.mac", wanted.macs)):
-        if values:
-            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
-            params += sorted(values)
-    if wanted.since_ms is not None:
-        clauses.append("s.started_ms >= ?")
-        params.append(wanted.since_ms)
-    if wanted.until_ms is not None:
-        clauses.append("s.started_ms < ?")
-        params.append(wanted.until_ms)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def session_from_row(row: tuple) -> SessionRecord:
-    """A SessionRecord from the columns of ``SESSION_COLUMNS`` order."""
-    (session_id, mac, mac_valid, mac_source, started_ms, ended_ms, end_reason, owner, agent_id,
-     skipped, last_wire_time) = row
-    return SessionRecord(session_id, mac, bool(mac_valid), mac_source, started_ms, ended_ms,
-                         end_reason, owner, agent_id, skipped, last_wire_time)

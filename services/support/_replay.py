@@ -18,19 +18,22 @@ from typing import Protocol
 
 import structlog
 
-from voicelog.services.shipping._auth_gate import AuthGate
-from voicelog.services.backup._writer import BackupWriter
+from voicelog.services.backup import BackupWriter
+from voicelog.services.config import Settings
+from voicelog.services.domain import ShipperAlreadyRunning, ShipperLock, Turn, TurnStatus, first_of, wall_ms
+from voicelog.services.shipping import AuthGate, SessionSender, SilentObserver
+from voicelog.services.shipping.manager import ManagerApiClient
+from voicelog.services.spool import DeliveryState, Spool
 from voicelog.services.support._catalog import Catalog
-from voicelog.services.domain._clock import wall_ms
-from voicelog.services.config._settings import Settings
-from voicelog.services.shipping.manager._client import ManagerApiClient
-from voicelog.services.ops._metrics import Metrics
-from voicelog.services.domain._models import Turn, TurnStatus
-from voicelog.services.domain._ownership import ShipperAlreadyRunning, ShipperLock
-from voicelog.services.support._replay_plan import (RESENDABLE, PlannedSession, ReplayError, ReplayRequest, import_backup,
-                                  imported_turn, plan_replay)
-from voicelog.services.shipping._session_sender import SessionSender
-from voicelog.services.spool._spool import Spool
+from voicelog.services.support._replay_plan import (
+    RESENDABLE,
+    PlannedSession,
+    ReplayError,
+    ReplayRequest,
+    import_backup,
+    imported_turn,
+    plan_replay,
+)
 
 # Planning names are re-exported: callers keep importing the whole replay API from here.
 __all__ = ["FAILED", "POLL_SECONDS", "RESENDABLE", "PlannedSession", "ProgressTracker", "ReplayError",
@@ -103,9 +106,7 @@ def prepare(spool: Spool, plans: list[PlannedSession], backups: BackupWriter, no
 
 def assign_mac(spool: Spool, session_id: str, mac: str, now_ms: int) -> None:
     """Give a session captured without a valid MAC the device MAC support staff found."""
-    with spool.transaction() as conn:
-        conn.execute("UPDATE sessions SET mac=?, mac_valid=1, mac_source='replay', updated_ms=?"
-                     " WHERE session_id=? AND mac_valid=0", (mac, now_ms, session_id))
+    spool.assign_mac(session_id, mac, now_ms)
 
 
 def requeue(spool: Spool, session_id: str, turns: Iterable[Turn], now_ms: int) -> None:
@@ -113,16 +114,11 @@ def requeue(spool: Spool, session_id: str, turns: Iterable[Turn], now_ms: int) -
     by_status: dict[TurnStatus, list[int]] = {}
     for turn in turns:
         by_status.setdefault(turn.status, []).append(turn.seq)
-    spool.requeue(session_id, by_status.get(TurnStatus.PARKED, []) +
-                  by_status.get(TurnStatus.DEAD_LETTER, []), now_ms)
-    with spool.transaction() as conn:
-        # A forced turn is sent whole again (parts_sent 0) with its original wire_time and key.
-        conn.executemany("UPDATE turns SET status='pending', next_attempt_ms=0, parts_sent=0,"
-                         " updated_ms=? WHERE session_id=? AND seq=? AND status='delivered'",
-                         [(now_ms, session_id, seq) for seq in by_status.get(TurnStatus.DELIVERED, [])])
-        conn.executemany("UPDATE turns SET next_attempt_ms=0 WHERE session_id=? AND seq=?"
-                         " AND status='pending'",
-                         [(session_id, seq) for seq in by_status.get(TurnStatus.PENDING, [])])
+    DeliveryState(spool).requeue(session_id, by_status.get(TurnStatus.PARKED, []) +
+                                 by_status.get(TurnStatus.DEAD_LETTER, []), now_ms)
+    # A forced turn is sent whole again (parts_sent 0) with its original wire_time and key.
+    spool.resend(session_id, delivered=by_status.get(TurnStatus.DELIVERED, []),
+                 pending=by_status.get(TurnStatus.PENDING, []), now_ms=now_ms)
 
 
 # --- following progress --------------------------------------------------------------------------
@@ -141,12 +137,9 @@ class ProgressTracker:
         """Current status, error and attempts of the turns still waiting (one query per 500 sessions)."""
         rows, ids = {}, list(self._waiting)
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            for session_id, seq, status, attempts, error in self.spool.execute_read(
-                    "SELECT session_id, seq, status, attempts, last_error FROM turns"
-                    f" WHERE session_id IN ({','.join('?' * len(chunk))})", chunk):
+            for session_id, seq, status, attempts, error in self.spool.turn_states(ids[start:start + 500]):
                 if seq in self._waiting[session_id]:
-                    rows[(session_id, seq)] = (TurnStatus(status), error, attempts)
+                    rows[(session_id, seq)] = (status, error, attempts)
         return rows
 
     def poll(self) -> list[TurnResult]:
@@ -223,7 +216,7 @@ async def _deliver_here(settings: Settings, spool: Spool, plans: list[PlannedSes
     """Deliver the selected sessions through the daemon's SessionSender, as this host's shipper."""
     client = ManagerApiClient(settings.manager_api)
     gate = AuthGate(client.check_secret, settings.shipper.auth_retry_interval)
-    sender = SessionSender(spool, client, settings.manager_api, settings.shipper, gate, Metrics(),
+    sender = SessionSender(DeliveryState(spool), client, settings.manager_api, settings.shipper, gate, SilentObserver(),
                            stop, max_attempts=max(1, request.max_attempts))
     slots = asyncio.Semaphore(settings.shipper.max_concurrent_sessions)
 
@@ -251,8 +244,8 @@ async def _round(sender: SessionSender, spool: Spool, session_id: str, backups: 
         await sender.deliver(session)
     except Exception:  # noqa: BLE001 - one session's bug must not stop the others
         log.exception("replay_round_failed", session_id=session_id)
-    if not spool.deliverable(session_id):
-        spool.clear_flush_request(session_id)
+    if not sender.delivery.deliverable(session_id):
+        sender.delivery.clear_flush_request(session_id)
     backups.write(spool, session_id, wall_ms())
 
 
@@ -284,9 +277,7 @@ async def _watch(tracker: ProgressTracker, observer: ReplayObserver, stop: async
         if reason:
             stop.set()
             break
-        waiting = [asyncio.ensure_future(stop.wait())] + ([work] if work is not None else [])
-        await asyncio.wait(waiting, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
-        waiting[0].cancel()
+        await first_of(stop, *([work] if work is not None else []), timeout=POLL_SECONDS)
     if work is not None:
         await asyncio.wait([work])
     for result in tracker.poll():

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from voicelog.services.support._catalog import Backup, BackupError, Catalog, SessionFilter, read_backup
-from voicelog.services.domain._identity import normalise_mac
-from voicelog.services.domain._models import SessionRecord, Turn, TurnStatus
-from voicelog.services.domain._ownership import process_owner
-from voicelog.services.spool._spool import Spool, SpoolError, SpoolFull
+from voicelog.services.backup import Backup, BackupError, read_backup
+from voicelog.services.domain import SessionRecord, Turn, TurnStatus, normalise_mac, process_owner
+from voicelog.services.spool import DeliveryState, Spool, SpoolError, SpoolFull
+from voicelog.services.support._catalog import Catalog, SessionFilter
 
 RESENDABLE = (TurnStatus.PENDING, TurnStatus.PARKED, TurnStatus.DEAD_LETTER)
 
@@ -182,7 +181,7 @@ def import_backup(spool: Spool, backup: Backup, now_ms: int) -> int:
         added += 1
     if created:
         if s.agent_id:
-            spool.set_agent_id(s.session_id, s.agent_id)
+            DeliveryState(spool).set_agent_id(s.session_id, s.agent_id)
         if s.skipped:
             spool.count_skipped(s.session_id, s.skipped)
         ended_ms = s.ended_ms or max([t.captured_ms for t in backup.turns] + [s.started_ms])

@@ -11,11 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voicelog.services.backup._writer import BackupWriter, backup_file_name
-from voicelog.services.support._catalog import (Backup, BackupError, Catalog, backup_files, document_records,
-                                     load_document, schema_problems)
-from voicelog.services.domain._models import ChatType, Turn
-from voicelog.services.spool._spool import Spool
+from voicelog.services.backup import (
+    Backup,
+    BackupError,
+    BackupWriter,
+    backup_file_name,
+    backup_files,
+    document_records,
+    load_document,
+    problems,
+)
+from voicelog.services.domain import ChatType, Turn
+from voicelog.services.spool import Spool
+from voicelog.services.support._catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -75,10 +83,10 @@ def _checked_file(path: Path, catalog: Catalog, report: VerifyReport, named: str
     except BackupError as exc:
         report.add("error", path, named, f"corrupt: {exc}")
         return None
-    problems = schema_problems(document)
-    for problem in problems:
+    found = problems(document)
+    for problem in found:
         report.add("error", path, named, f"wrong schema: {problem}")
-    if problems:
+    if found:
         return None
     try:
         backup = document_records(path, document)
@@ -119,7 +127,7 @@ def _compare_with_spool(spool: Spool, backup: Backup, report: VerifyReport) -> N
         report.add("error", path, session_id, f"session differs from the spool: mac {backup.session.mac} "
                    f"vs {stored.mac}, started_ms {backup.session.started_ms} vs {stored.started_ms}")
     # Content through the spool's API (it may seal text at rest); update times straight from SQL.
-    updated = dict(spool.execute_read("SELECT seq, updated_ms FROM turns WHERE session_id=?", (session_id,)))
+    updated = spool.turn_update_times(session_id)
     in_spool = {turn.seq: turn for turn in spool.turns(session_id)}
     stale = 0
     for turn in backup.turns:

@@ -17,27 +17,27 @@ has released that many characters of reply k; its first interim cuts the reply.
 """
 
 from voicelog.agent.simulation.scripted.audio_io import (
-                                   HeardTextOutput,
-                                   SilentAudioInput,
-                                   SimulatedAudioOutput,
+           HeardTextOutput,
+           SilentAudioInput,
+           SimulatedAudioOutput,
 )
 from voicelog.agent.simulation.scripted.replies import ScriptedLLM, ScriptedTTS
 from voicelog.agent.simulation.scripted.runner import (
-                                   INSTRUCTIONS,
-                                   ScriptedSession,
-                                   build_session,
-                                   chat_history,
-                                   run_conversation,
-                                   session_kwargs,
+           INSTRUCTIONS,
+           ScriptedSession,
+           build_session,
+           chat_history,
+           run_conversation,
+           session_kwargs,
 )
 from voicelog.agent.simulation.scripted.speech import (
-                                   SAMPLE_RATE,
-                                   SECONDS_PER_CHAR,
-                                   USER_EVENT_INTERVAL,
-                                   HistoryEntry,
-                                   ScriptedSTT,
-                                   ScriptTurn,
-                                   final_segments,
+           SAMPLE_RATE,
+           SECONDS_PER_CHAR,
+           USER_EVENT_INTERVAL,
+           HistoryEntry,
+           ScriptedSTT,
+           ScriptTurn,
+           final_segments,
 )
 
 __all__ = ["INSTRUCTIONS", "SAMPLE_RATE", "SECONDS_PER_CHAR", "USER_EVENT_INTERVAL", "HeardTextOutput",

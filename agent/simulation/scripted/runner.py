@@ -21,6 +21,7 @@ from voicelog.agent.simulation.scripted.audio_io import (
 )
 from voicelog.agent.simulation.scripted.replies import ScriptedLLM, ScriptedTTS
 from voicelog.agent.simulation.scripted.speech import HistoryEntry, ScriptedSTT, ScriptTurn
+from voicelog.services.domain import first_of
 
 # --- running a script --------------------------------------------------------------------------
 
@@ -112,19 +113,10 @@ class _ScriptPlayer:
             else:
                 # a reply with nothing to play (e.g. emoji only) never releases heard text
                 heard = self._heard.wait_heard(reply.heard_segment, barge_in)
-                await _first_of(heard, reply.handle)
+                await first_of(heard, reply.handle)
             speaking = self._stt.speak(turns[k + 1]["user"])
         for handle in self.handles:
             await handle  # done: played out or cut, and its chat items committed
-
-
-async def _first_of(*aws: Awaitable[Any]) -> None:
-    """Wait until any of ``aws`` completes, then cancel the others."""
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await utils.aio.cancel_and_wait(*tasks)
 
 
 async def _unless_closed(session: AgentSession, work: Awaitable[None]) -> None:

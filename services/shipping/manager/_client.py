@@ -17,9 +17,15 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 
-from voicelog.services.config._settings import ManagerApiSettings
+from voicelog.services.config import ManagerApiSettings
 from voicelog.services.shipping.manager._outcome import (
-    BODY_LIMIT, CODE_BLANK_FIELD, DeliveryResult, Outcome, Report, SessionUpload, classify,
+    BODY_LIMIT,
+    CODE_BLANK_FIELD,
+    DeliveryResult,
+    Outcome,
+    Report,
+    SessionUpload,
+    classify,
     read_envelope,
 )
 

@@ -1,6 +1,6 @@
 """Read every plausible row out of a damaged spool file, stepping around the damage.
 
-Recovery (services/spool_recovery.py) works from what this returns. The file is read from a
+Recovery (``_rebuild``) works from what this returns. The file is read from a
 copy (with its WAL); a destroyed first page is replaced by a fresh spool's. Tables are read in
 key order in batches, one row at a time near damage, and an unreadable region is jumped over
 by searching for the next key that reads again. Rows holding impossible values are dropped.
@@ -9,6 +9,7 @@ by searching for the next key that reads again. Rows holding impossible values a
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
@@ -16,16 +17,18 @@ from pathlib import Path
 
 import structlog
 
+from voicelog.services.domain import TurnStatus
 from voicelog.services.spool._schema import SCHEMA, SESSION_COLUMNS, TURN_COLUMNS
 
 # Same logger as recovery: salvage failures belong with the recovery's own events.
 log = structlog.get_logger("voicelog.recovery")
-_STATUSES = ("open", "pending", "delivered", "parked", "dead_letter", "skipped")
-# The SQL twin of _plausible_turn, for checking a file that opened fine.
+_STATUSES = tuple(status.value for status in TurnStatus)
+# The SQL twin of _plausible_turn, for checking a file that opened fine (bind STATUSES_JSON).
 COUNT_IMPLAUSIBLE_TURNS = (
-    f"SELECT COUNT(*) FROM turns WHERE typeof(session_id)<>'text' OR typeof(seq)<>'integer'"
-    f" OR seq<1 OR chat_type NOT IN (1,2) OR typeof(content)<>'text'"
-    f" OR typeof(report_ms)<>'integer' OR status NOT IN {_STATUSES}")
+    "SELECT COUNT(*) FROM turns WHERE typeof(session_id)<>'text' OR typeof(seq)<>'integer'"
+    " OR seq<1 OR chat_type NOT IN (1,2) OR typeof(content)<>'text'"
+    " OR typeof(report_ms)<>'integer' OR status NOT IN (SELECT value FROM json_each(?))")
+STATUSES_JSON = json.dumps(_STATUSES)
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 Key = tuple[str, int]

@@ -1,0 +1,150 @@
+"""What people read on a terminal about sessions: the list, one conversation, verify and prune.
+
+The only place (with ``replay``) that draws with rich: services return records and reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from voicelog.services.domain import ChatType, Turn, TurnStatus
+from voicelog.services.privacy import PruneReport
+from voicelog.services.support import SessionView, VerifyReport
+
+COUNTED = ("delivered", "pending", "parked", "dead_letter")
+STYLE = {"delivered": "green", "pending": "yellow", "parked": "magenta", "dead_letter": "bold red",
+         "open": "cyan", "skipped": "dim"}
+
+
+def status_label(status: str | TurnStatus) -> str:
+    """How a status is written for people: ``dead-letter``, not ``dead_letter``."""
+    return str(status).replace("_", "-")
+
+
+def when(ms: int | None, *, clock_only: bool = False) -> str:
+    """A time for people, in UTC: ``2026-05-01 10:22:31Z`` (or ``10:22:31.120`` for a turn)."""
+    if ms is None:
+        return "-"
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    if clock_only:
+        return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def speaker(turn: Turn) -> str:
+    """Who said it, in support staff's words."""
+    return "child" if turn.chat_type == ChatType.USER else "toy"
+
+
+# --- for people --------------------------------------------------------------------------------
+
+def list_table(views: list[SessionView]) -> Table:
+    """``backups list``: one row per session with its turn counts by status."""
+    only_files = any(v.source != "spool" for v in views)
+    table = Table(title=f"{len(views)} session(s), times in UTC", title_justify="left", box=None,
+                  header_style="bold underline", pad_edge=False,
+                  caption="* only in a backup file, not in this box's spool" if only_files else None,
+                  caption_justify="left")
+    table.add_column("session", overflow="fold")
+    for name in ("MAC", "started", "ended"):
+        table.add_column(name, no_wrap=True)
+    for name in COUNTED:
+        table.add_column(status_label(name), justify="right", style=STYLE[name], no_wrap=True)
+    for view in views:
+        s = view.session
+        mac = Text(s.mac, style="" if s.mac_valid else "bold red")
+        table.add_row(Text(s.session_id + ("" if view.source == "spool" else " *")), mac,
+                      when(s.started_ms)[:16], _ended(s.started_ms, s.ended_ms),
+                      *[str(view.counts.get(name, 0)) for name in COUNTED])
+    return table
+
+
+def _ended(started_ms: int, ended_ms: int | None) -> str:
+    return "live" if ended_ms is None else _ended_at(started_ms, ended_ms)[:-4]
+
+
+def _ended_at(started_ms: int, ended_ms: int) -> str:
+    """The end time, without the date when the session ended the day it started."""
+    return when(ended_ms)[11:] if when(started_ms)[:10] == when(ended_ms)[:10] else when(ended_ms)
+
+
+def show_session(console: Console, view: SessionView) -> None:
+    """``backups show``: who said what, when, and what became of each turn."""
+    s = view.session
+    console.print(f"[bold]Session[/] {escape(s.session_id)}", highlight=False)
+    mac = escape(s.mac) if s.mac_valid else f"[bold red]{escape(s.mac)}[/] (no valid MAC: replay it with --mac)"
+    console.print(f"Device  {mac} (from {escape(s.mac_source)}) · agent {escape(s.agent_id or '-')}",
+                  highlight=False)
+    ended = "still live" if s.ended_ms is None else f"{_ended_at(s.started_ms, s.ended_ms)} ({s.end_reason})"
+    console.print(f"Time    {when(s.started_ms)} to {escape(ended)}", highlight=False)
+    counts = " · ".join(f"[{STYLE[k]}]{n} {status_label(k)}[/]" for k, n in sorted(view.counts.items()))
+    skipped = f" · {s.skipped} empty turn(s) not stored" if s.skipped else ""
+    console.print(f"Turns   {counts or 'none'}{skipped}", highlight=False)
+    where = "not in this box's spool" if view.source == "backup" else "read from the spool"
+    console.print(f"Backup  {view.backup_path or 'not written yet'} ({where})", highlight=False,
+                  markup=False, soft_wrap=True)
+    console.print(conversation_table(view.turns))
+
+
+def conversation_table(turns: Iterable[Turn]) -> Table:
+    """The conversation, one row per turn, with interruptions and delivery errors marked."""
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD)
+    table.add_column("#", justify="right")
+    table.add_column("time", no_wrap=True)
+    table.add_column("who", no_wrap=True)
+    table.add_column("said", ratio=1)
+    table.add_column("status", no_wrap=True)
+    shown: tuple[str, int] | None = None  # the last error printed, and on which turn
+    for turn in turns:
+        said = Text(turn.content)
+        if turn.interrupted:
+            said.append(" [interrupted]", style="italic yellow")
+        if turn.last_error and turn.status is not TurnStatus.DELIVERED:
+            repeated = shown is not None and shown[0] == turn.last_error
+            said.append(f"\n↳ same as #{shown[1]}" if repeated else f"\n↳ {turn.last_error}", style="red")
+            shown = shown if repeated else (turn.last_error, turn.seq)
+        style = STYLE[turn.status.value]
+        table.add_row(str(turn.seq), when(turn.captured_ms, clock_only=True), speaker(turn), said,
+                      Text(status_label(turn.status), style=style))
+    return table
+
+
+def verify_lines(console: Console, report: VerifyReport) -> None:
+    """``backups verify``: each finding on one line, errors first, then a verdict."""
+    for finding in sorted(report.findings, key=lambda f: (f.severity != "error", f.where)):
+        colour = "red" if finding.severity == "error" else "yellow"
+        where = f"session {finding.session_id}" if finding.where == "spool" else finding.where
+        console.print(f"[{colour}]{finding.severity.upper()}[/] {escape(where)}: {escape(finding.what)}",
+                      highlight=False, soft_wrap=True)
+    errors, warnings = len(report.errors), len(report.findings) - len(report.errors)
+    verdict = "[green]OK[/]" if not errors else f"[red]{errors} problem(s)[/]"
+    console.print(f"checked {report.files} backup file(s) and {report.sessions} session(s): "
+                  f"{verdict}, {warnings} warning(s)")
+
+
+def prune_lines(console: Console, report: PruneReport) -> None:
+    """``backups prune``: each removed session, what was kept, and the totals."""
+    verb = "would remove" if report.dry_run else "removed"
+    for s in report.removed:
+        extra = f", {s.undelivered} undelivered" if s.undelivered else ""
+        console.print(f"{verb} {s.session_id} ({s.mac}, ended {when(s.ended_ms)}, {s.turns} turns{extra})"
+                      + (f" and {s.backup_file}" if s.backup_file else ""), highlight=False, markup=False,
+                      soft_wrap=True)
+    for s in report.kept_undelivered:
+        console.print(f"[yellow]kept[/] {escape(s.session_id)}: {s.undelivered} of {s.turns} turns not delivered "
+                      "(--include-undelivered drops them once past max_undelivered_days)",
+                      highlight=False, soft_wrap=True)
+    for error in report.errors:
+        console.print(f"[red]ERROR[/] {escape(error)}", highlight=False)
+    console.print(f"{verb} {len(report.removed)} session(s), {report.turns_removed} turn(s) "
+                  f"ended before {when(report.cutoff_ms)}; kept {len(report.kept_undelivered)} "
+                  "with undelivered turns")
+
+

@@ -1,0 +1,123 @@
+"""The backup document: records to JSON and back (docs/backup-format.md), and file names.
+
+``session_document`` turns records into a document; ``document_records`` is the one converter
+from a checked document back to records, used by every reader (support tools, recovery, replay).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from voicelog.services.domain import ChatType, SessionRecord, Turn, TurnStatus
+
+BACKUP_FORMAT = "voicelog.session-backup"
+BACKUP_VERSION = 1
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class Backup:
+    """One backup file read into records."""
+
+    path: Path
+    session: SessionRecord
+    turns: tuple[Turn, ...]
+    written_ms: int
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """An epoch-millisecond time as ISO 8601 UTC with milliseconds."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def iso_to_ms(text: str | None) -> int | None:
+    """Epoch ms of an ISO 8601 time (UTC when it names no zone); ValueError if it is not one."""
+    if text is None:
+        return None
+    when = datetime.fromisoformat(text)
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def day_folder(started_ms: int) -> str:
+    """The day folder (UTC date of the session's start) a backup lives in."""
+    return datetime.fromtimestamp(started_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def backup_file_name(session_id: str) -> str:
+    """A file name that is safe on any filesystem and still unique per session id."""
+    safe = _SAFE_NAME.sub("_", session_id)[:80]
+    if safe != session_id or safe.startswith("."):
+        digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        safe = f"{safe.lstrip('.')}-{digest}"
+    return f"{safe}.json"
+
+
+def session_document(session: SessionRecord, turns: list[Turn], written_ms: int) -> dict[str, Any]:
+    """The backup document for a session (see docs/backup-format.md)."""
+    return {
+        "format": BACKUP_FORMAT,
+        "version": BACKUP_VERSION,
+        "session_id": session.session_id,
+        "mac": session.mac,
+        "mac_valid": session.mac_valid,
+        "mac_source": session.mac_source,
+        "agent_id": session.agent_id,
+        "started_at": iso_ms(session.started_ms),
+        "started_ms": session.started_ms,
+        "ended_at": iso_ms(session.ended_ms),
+        "ended_ms": session.ended_ms,
+        "end_reason": session.end_reason,
+        "skipped_empty_turns": session.skipped,
+        "written_at": iso_ms(written_ms),
+        "turns": [_turn_entry(turn) for turn in turns],
+    }
+
+
+def _turn_entry(turn: Turn) -> dict[str, Any]:
+    return {
+        "id": turn.turn_id,
+        "seq": turn.seq,
+        "chat_type": int(turn.chat_type),
+        "role": "user" if turn.chat_type == ChatType.USER else "agent",
+        "content": turn.content,
+        "report_time_ms": turn.report_ms,
+        "captured_at": iso_ms(turn.captured_ms),
+        "interrupted": turn.interrupted,
+        "status": turn.status.value,
+        "attempts": turn.attempts,
+        "last_error": turn.last_error,
+        "delivered_at": iso_ms(turn.delivered_ms),
+    }
+
+
+def document_records(path: Path, document: dict[str, Any]) -> Backup:
+    """Records from a checked backup document; what backups do not keep starts afresh.
+
+    (The owner, wire time, retry time and split progress are this box's delivery state.)
+    """
+    session_id = document["session_id"]
+    session = SessionRecord(session_id, document["mac"], document["mac_valid"],
+                            document["mac_source"], document["started_ms"], document["ended_ms"],
+                            document["end_reason"], None, document["agent_id"],
+                            document["skipped_empty_turns"], 0)
+    turns = tuple(
+        Turn(session_id, t["seq"], ChatType(t["chat_type"]), t["content"], t["report_time_ms"],
+             iso_to_ms(t["captured_at"]) or 0, t["interrupted"], TurnStatus(t["status"]),
+             t["attempts"], t["last_error"], 0, None, iso_to_ms(t["delivered_at"]))
+        for t in document["turns"])
+    return Backup(path, session, turns, iso_to_ms(document["written_at"]) or 0)
+
+
+def render(document: dict[str, Any]) -> str:
+    """JSON with one turn per line: readable with less, and fast (indent= uses the slow encoder)."""
+    head = json.dumps({k: v for k, v in document.items() if k != "turns"}, ensure_ascii=False)
+    turns = ",\n  ".join(json.dumps(turn, ensure_ascii=False) for turn in document["turns"])
+    return f'{head[:-1]}, "turns": [\n  {turns}\n]}}\n' if turns else f'{head[:-1]}, "turns": []}}\n'

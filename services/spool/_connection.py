@@ -1,0 +1,136 @@
+"""One process's connection to the spool file: pragmas, WAL, write transactions, file size.
+
+``durability: process`` (synchronous=NORMAL) survives the death of any process,
+``durability: power`` (synchronous=FULL) also survives power loss, at the cost of an fsync.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from voicelog.services.spool import _queries as q
+from voicelog.services.spool._schema import SCHEMA, SCHEMA_VERSION
+
+_SYNCHRONOUS = {"process": "NORMAL", "power": "FULL"}
+# SQLite's own default, stated: a lower one would put a checkpoint's two fsyncs on the capture
+# path more often. A full disk is handled by checkpointing on SQLITE_FULL (ChatHistoryService).
+_WAL_CHECKPOINT_PAGES = 1000
+_WAL_SIZE_LIMIT = 4 * 1024 * 1024  # a WAL grown past this (long reader) is cut back after
+
+
+class SpoolError(RuntimeError):
+    """The spool could not store or read a record."""
+
+
+class SpoolConnection:
+    """A connection with voicelog's pragmas, a write-transaction helper and size figures."""
+
+    def __init__(self, path: Path, *, durability: str, busy_timeout_ms: int) -> None:
+        self.path = path
+        self._durability, self._busy_timeout_ms = str(durability), busy_timeout_ms
+        self.db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None,
+                             timeout=self._busy_timeout_ms / 1000, check_same_thread=False)
+        self.inode = os.stat(self.path).st_ino
+        os.chmod(self.path, 0o600)
+        db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        self._enter_wal_mode(db)
+        db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
+        db.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+        return db
+
+    def _enter_wal_mode(self, db: sqlite3.Connection) -> None:
+        # Switching a brand-new file to WAL needs an exclusive lock, and SQLite answers BUSY at
+        # once (no busy handler) when another process is doing the same: retry, bounded.
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+
+    def ensure_schema(self) -> None:
+        """Create the tables of a new file; refuse a file written by a newer voicelog."""
+        with self.write() as db:
+            for statement in SCHEMA:
+                db.execute(statement)
+            row = db.execute(q.SCHEMA_VERSION_GET).fetchone()
+            if row is None:
+                db.execute(q.SCHEMA_VERSION_SET, (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise SpoolError(f"spool {self.path} has schema {row[0]}, newer than this voicelog "
+                                 f"({SCHEMA_VERSION}); upgrade voicelog")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def reopen_if_replaced(self) -> bool:
+        """Reconnect when another process quarantined and rebuilt the file; True if it did."""
+        try:
+            replaced = os.stat(self.path).st_ino != self.inode
+        except FileNotFoundError:
+            return False  # mid-rebuild: the new file appears in a moment
+        if replaced:
+            self.db.close()
+            self.db = self._connect()
+        return replaced
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock up front (BEGIN IMMEDIATE).
+
+        Taking it first means a transaction never fails half-way with SQLITE_BUSY after it read.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            # Also after a failed COMMIT (disk full): never leave the connection mid-transaction.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
+    def size_bytes(self) -> int:
+        """Bytes the spool occupies on disk, including its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(f"{self.path}{suffix}")
+            except OSError:
+                pass
+        return total
+
+    def used_bytes(self) -> int:
+        """Bytes holding data: the file less its free pages (reused before the file grows)."""
+        pages, free, size = (self.db.execute(f"PRAGMA {name}").fetchone()[0]
+                             for name in ("page_count", "freelist_count", "page_size"))
+        return (pages - free) * size
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the main file without waiting; True when all of it was copied.
+
+        On a nearly full disk this is what lets writes go on: the WAL is then reused from its
+        start instead of growing (automatic checkpoints only come after ~4 MB of it).
+        """
+        try:
+            busy, frames, copied = self.db.execute(q.CHECKPOINT_PASSIVE).fetchone()
+        except sqlite3.DatabaseError:
+            return False
+        return busy == 0 and frames == copied
+
+    def truncate_wal(self) -> None:
+        """Checkpoint and cut the WAL to nothing, so deleted words leave no old page image."""
+        self.db.execute(q.CHECKPOINT_TRUNCATE)

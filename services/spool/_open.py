@@ -1,0 +1,120 @@
+"""Open the host's spool: check it (and recover a damaged one) first, then connect.
+
+Every open Spool holds a "users" lock shared; a process that can take it exclusively is the
+only user, and only then is the whole file checked (``recovery``), so a check never runs under
+someone's feet. A file found damaged later, while others use it, is recovered once, by whoever
+finds it first (the recovery mutex, and the inode tells whether someone already did).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from voicelog.services.backup import BackupWriter
+from voicelog.services.domain import FileLock, wall_ms
+from voicelog.services.sealing import ContentCipher
+from voicelog.services.spool._connection import SpoolConnection
+from voicelog.services.spool._spool import Spool
+from voicelog.services.spool.recovery import (
+    RecoveryReport,
+    finish_interrupted_rebuild,
+    is_corruption,
+    quarantine_damaged_backups,
+    recover,
+    spool_problem,
+)
+
+log = structlog.get_logger("voicelog.recovery")
+
+
+def open_spool(path: str | os.PathLike[str], *, durability: str = "process",
+               max_bytes: int | None = None, busy_timeout_ms: int = 5000,
+               backup_dir: str | os.PathLike[str] | None = None,
+               now: Callable[[], int] = wall_ms, cipher: ContentCipher | None = None) -> Spool:
+    """Check (recovering if need be) and open the spool at ``path``.
+
+    By default the spool lives in the backup folder (``<backup_dir>/spool.db``).
+    """
+    path = Path(path)
+    backups = Path(backup_dir) if backup_dir is not None else path.parent
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    users = FileLock(f"{path}.users.lock")
+    report = _check_when_alone(path, backups, users, now())
+    connection, found_later = _connect(path, backups, durability, busy_timeout_ms, now)
+    report = found_later or report
+    spool = Spool(connection, backup_dir=backups, max_bytes=max_bytes, cipher=cipher, now=now,
+                  on_close=users.release)
+    spool.recovery = report
+    if report is not None:
+        _rebuild_quarantined_backups(spool, report, now())
+    return spool
+
+
+def _check_when_alone(path: Path, backup_dir: Path, users: FileLock, now_ms: int) -> RecoveryReport | None:
+    """Check the spool and backups before connecting, when this process is the only user."""
+    if not users.try_exclusive():
+        with FileLock(f"{path}.recover.lock"):  # waits out a recovery under way elsewhere
+            finish_interrupted_rebuild(path)
+        users.shared()
+        return None
+    try:
+        with FileLock(f"{path}.recover.lock"):
+            finish_interrupted_rebuild(path)
+            problem = spool_problem(path)
+            if problem is not None:
+                return recover(path, backup_dir, problem, now_ms)
+            try:
+                return quarantine_damaged_backups(backup_dir, now_ms)
+            except OSError as exc:  # the spool is sound: a backup folder problem must not stop it
+                log.error("backup_check_failed", error=str(exc))
+                return None
+    finally:
+        users.shared()  # converts the exclusive lock in place: nobody slips in between
+
+
+def _connect(path: Path, backup_dir: Path, durability: str, busy_timeout_ms: int,
+             now: Callable[[], int]) -> tuple[SpoolConnection, RecoveryReport | None]:
+    """Connect and create the schema; a file others had open and that proves damaged is recovered."""
+    connection = None
+    try:
+        connection = SpoolConnection(path, durability=durability, busy_timeout_ms=busy_timeout_ms)
+        connection.ensure_schema()
+        return connection, None
+    except sqlite3.DatabaseError as exc:
+        if not is_corruption(exc):
+            raise
+        reason, inode = str(exc), os.stat(path).st_ino
+        if connection is not None:
+            connection.close()
+    # Others had the file open, so the full check was skipped; recover now, once.
+    report = None
+    with FileLock(f"{path}.recover.lock"):
+        try:
+            replaced = os.stat(path).st_ino != inode
+        except FileNotFoundError:
+            replaced = False
+        if not replaced:
+            report = recover(path, backup_dir, reason, now())
+    connection = SpoolConnection(path, durability=durability, busy_timeout_ms=busy_timeout_ms)
+    connection.ensure_schema()
+    return connection, report
+
+
+def _rebuild_quarantined_backups(spool: Spool, report: RecoveryReport, now_ms: int) -> None:
+    """Rewrite each quarantined backup from the spool when the spool has its session."""
+    if not report.backups_quarantined:
+        return
+    try:
+        report.backups_rebuilt = BackupWriter(spool.backup_dir).rewrite(
+            spool, report.backups_quarantined, now_ms)
+        report.save()
+    except OSError as exc:  # the next write of each session rebuilds it anyway
+        log.error("backup_rebuild_failed", error=str(exc))
+        return
+    log.warning("backups_rebuilt_from_spool", rebuilt=len(report.backups_rebuilt),
+                quarantined=len(report.backups_quarantined))

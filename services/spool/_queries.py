@@ -1,0 +1,120 @@
+"""Every SQL statement the spool runs, named by what it does; parameters are always bound.
+
+Lists of values are bound as one JSON array and read with ``json_each``, so no statement is
+ever assembled from values. Column lists come from ``_schema`` (constants, never input).
+"""
+
+from __future__ import annotations
+
+from voicelog.services.spool._schema import SESSION_FIELDS, TURN_FIELDS
+
+# --- meta -------------------------------------------------------------------------------------
+SCHEMA_VERSION_GET = "SELECT value FROM meta WHERE key='schema_version'"
+SCHEMA_VERSION_SET = "INSERT INTO meta VALUES ('schema_version', ?)"
+META_SET = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
+CHECKPOINT_PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
+CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
+SECURE_DELETE_ON = "PRAGMA secure_delete=ON"
+
+# --- sessions ---------------------------------------------------------------------------------
+SESSION_OWNER = "SELECT owner FROM sessions WHERE session_id=?"
+SESSION_OPEN = (
+    "INSERT INTO sessions (session_id, mac, mac_valid, mac_source, started_ms, owner, updated_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET owner=excluded.owner,"
+    " ended_ms=NULL, end_reason=NULL, updated_ms=excluded.updated_ms")
+SESSION_GET = f"SELECT {SESSION_FIELDS} FROM sessions WHERE session_id=?"
+SESSIONS_ALL = f"SELECT {SESSION_FIELDS} FROM sessions ORDER BY started_ms, session_id"
+SESSIONS_LIVE = (f"SELECT {SESSION_FIELDS} FROM sessions WHERE ended_ms IS NULL"
+                 " ORDER BY started_ms, session_id")
+SESSIONS_ENDED = (f"SELECT {SESSION_FIELDS} FROM sessions WHERE ended_ms IS NOT NULL"
+                  " ORDER BY started_ms, session_id")
+SESSION_IDS = "SELECT session_id FROM sessions"
+SESSION_IDS_WITH_PREFIX = ("SELECT session_id FROM sessions WHERE substr(session_id, 1, length(?1))=?1"
+                           " ORDER BY session_id LIMIT ?2")
+SESSION_IDS_OF_DEVICE = "SELECT session_id FROM sessions WHERE mac=? OR session_id=?"
+SESSION_END = "UPDATE sessions SET ended_ms=?, end_reason=?, updated_ms=? WHERE session_id=?"
+SESSION_ADD_SKIPPED = "UPDATE sessions SET skipped=skipped+? WHERE session_id=?"
+SESSION_REQUEST_FLUSH = "UPDATE sessions SET flush_requested=1 WHERE session_id=?"
+SESSION_CLEAR_FLUSH = "UPDATE sessions SET flush_requested=0 WHERE session_id=?"
+SESSION_SET_AGENT = "UPDATE sessions SET agent_id=? WHERE session_id=?"
+SESSION_SET_LAST_WIRE_TIME = "UPDATE sessions SET last_wire_time=? WHERE session_id=?"
+SESSION_ASSIGN_MAC = ("UPDATE sessions SET mac=?, mac_valid=1, mac_source='replay', updated_ms=?"
+                      " WHERE session_id=? AND mac_valid=0")
+SESSION_DELETE = "DELETE FROM sessions WHERE session_id=?"
+SESSION_TOTALS = "SELECT COALESCE(SUM(ended_ms IS NULL), 0), COALESCE(SUM(skipped), 0) FROM sessions"
+# One row per (session, status) with the session's columns; a session without turns has one
+# row with a NULL status. Filters are bound: NULL means "do not filter".
+SESSION_STATUS_COUNTS = (
+    f"SELECT {', '.join('s.' + c.strip() for c in SESSION_FIELDS.split(','))}, t.status, COUNT(t.seq)"
+    " FROM sessions s LEFT JOIN turns t ON t.session_id=s.session_id"
+    " WHERE (?1 IS NULL OR s.session_id IN (SELECT value FROM json_each(?1)))"
+    " AND (?2 IS NULL OR s.mac IN (SELECT value FROM json_each(?2)))"
+    " AND (?3 IS NULL OR s.started_ms >= ?3) AND (?4 IS NULL OR s.started_ms < ?4)"
+    " GROUP BY s.session_id, t.status ORDER BY s.started_ms, s.session_id")
+# Ended before a cutoff, with how many turns and how many not yet done (delivered or skipped).
+SESSIONS_ENDED_BEFORE = (
+    f"SELECT {', '.join('s.' + c.strip() for c in SESSION_FIELDS.split(','))}, COUNT(t.seq),"
+    " COALESCE(SUM(t.status NOT IN (SELECT value FROM json_each(?2))), 0)"
+    " FROM sessions s LEFT JOIN turns t ON t.session_id=s.session_id"
+    " WHERE s.ended_ms IS NOT NULL AND s.ended_ms < ?1 GROUP BY s.session_id ORDER BY s.ended_ms")
+SESSION_STILL_EXPIRED = (
+    "SELECT 1 FROM sessions WHERE session_id=?1 AND ended_ms < ?2 AND (?3 OR NOT EXISTS"
+    " (SELECT 1 FROM turns WHERE session_id=?1 AND status NOT IN (SELECT value FROM json_each(?4))))")
+
+# --- turns ------------------------------------------------------------------------------------
+TURN_INSERT = (f"INSERT INTO turns ({TURN_FIELDS}, updated_ms) VALUES"
+               " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+TURN_UPDATE_OPEN = ("UPDATE turns SET content=?, interrupted=?, status=?, updated_ms=?"
+                    " WHERE session_id=? AND seq=? AND status='open'")
+TURN_SKIP_OPEN = ("UPDATE turns SET status='skipped', updated_ms=? WHERE session_id=? AND seq=?"
+                  " AND status='open'")
+TURNS_SEAL_OPEN = ("UPDATE turns SET status='pending', updated_ms=? WHERE session_id=?"
+                   " AND status='open' AND content<>''")
+TURNS_SKIP_EMPTY_OPEN = "UPDATE turns SET status='skipped', updated_ms=? WHERE session_id=? AND status='open'"
+SESSION_POSITION = ("SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(report_ms), 0) FROM turns"
+                    " WHERE session_id=?")
+TURNS_OF_SESSION = f"SELECT {TURN_FIELDS} FROM turns WHERE session_id=? ORDER BY seq"
+TURNS_OF_SESSION_IN = (f"SELECT {TURN_FIELDS} FROM turns WHERE session_id=?"
+                       " AND status IN (SELECT value FROM json_each(?)) ORDER BY seq")
+STATUS_COUNTS = "SELECT status, COUNT(*) FROM turns GROUP BY status"
+STATUS_COUNTS_OF_SESSION = "SELECT status, COUNT(*) FROM turns WHERE session_id=? GROUP BY status"
+TURN_COUNT_OF_SESSION = "SELECT COUNT(*) FROM turns WHERE session_id=?"
+TURN_UPDATE_TIMES = "SELECT seq, updated_ms FROM turns WHERE session_id=?"
+TURN_STATES = ("SELECT session_id, seq, status, attempts, last_error FROM turns"
+               " WHERE session_id IN (SELECT value FROM json_each(?))")
+OLDEST_CAPTURED_IN = "SELECT MIN(captured_ms) FROM turns WHERE status IN (SELECT value FROM json_each(?))"
+TURNS_IN_STATUS = (
+    "SELECT t.session_id, t.seq FROM turns t JOIN sessions s USING (session_id)"
+    " WHERE t.status IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR t.session_id=?2)"
+    " AND (?3 IS NULL OR s.mac=?3) ORDER BY t.session_id, t.seq")
+TURNS_DELETE_OF_SESSION = "DELETE FROM turns WHERE session_id=?"
+
+# --- losses -----------------------------------------------------------------------------------
+LOSS_INSERT = "INSERT INTO losses VALUES (?, ?, ?, ?, ?)"
+LOSSES = "SELECT kind, SUM(count) FROM losses GROUP BY kind"
+LOSSES_OF_SESSION = "SELECT kind, SUM(count) FROM losses WHERE session_id=? GROUP BY kind"
+
+# --- delivery ---------------------------------------------------------------------------------
+# A time recorded in the future (more than :future) means the wall clock jumped back since.
+BACKLOG = (
+    "SELECT t.session_id, s.mac, s.mac_valid, s.ended_ms IS NOT NULL, s.flush_requested,"
+    " COUNT(*), MIN(CASE WHEN t.captured_ms > :future THEN 0 ELSE t.captured_ms END),"
+    " MIN(CASE WHEN t.updated_ms > :future THEN 0 ELSE t.next_attempt_ms END),"
+    " SUM(t.status=:parked) FROM turns t JOIN sessions s ON s.session_id=t.session_id"
+    " WHERE t.status IN (:pending, :parked) GROUP BY t.session_id")
+DELIVERABLE = (
+    f"SELECT {TURN_FIELDS} FROM turns WHERE session_id=:session AND status IN (:pending, :parked)"
+    " AND seq < COALESCE((SELECT MIN(seq) FROM turns WHERE session_id=:session AND status='open'),"
+    " 9223372036854775807) ORDER BY seq")
+TURN_PARTS_SENT = "SELECT parts_sent FROM turns WHERE session_id=? AND seq=?"
+TURN_SET_WIRE_TIME = "UPDATE turns SET wire_time=? WHERE session_id=? AND seq=?"
+TURN_SET_PARTS_SENT = "UPDATE turns SET parts_sent=? WHERE session_id=? AND seq=?"
+TURN_MARK_DELIVERED = ("UPDATE turns SET status='delivered', delivered_ms=?, attempts=attempts+1,"
+                       " last_error=NULL, updated_ms=? WHERE session_id=? AND seq=?")
+TURN_MARK_FAILED = ("UPDATE turns SET status=?, attempts=attempts+1, last_error=?, next_attempt_ms=?,"
+                    " updated_ms=? WHERE session_id=? AND seq=?")
+TURN_REQUEUE_FAILED = ("UPDATE turns SET status='pending', next_attempt_ms=0, updated_ms=? WHERE"
+                       " session_id=? AND seq=? AND status IN ('parked','dead_letter')")
+TURN_REQUEUE_DELIVERED = ("UPDATE turns SET status='pending', next_attempt_ms=0, parts_sent=0,"
+                          " updated_ms=? WHERE session_id=? AND seq=? AND status='delivered'")
+TURN_DUE_NOW = "UPDATE turns SET next_attempt_ms=0 WHERE session_id=? AND seq=? AND status='pending'"
