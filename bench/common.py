@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.settings_factory import make_settings
+from tests.kits.settings import make_settings
 from voicelog.services.capture import ChatHistoryService
 from voicelog.services.config import LoggingSettings, Settings
 from voicelog.services.domain import ChatType, DeviceIdentity, resolve_identity

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tests.mariadb import LOCAL, ensure_mariadb_running
+from tests.kits.mariadb import LOCAL, ensure_mariadb_running
 
 REPO = Path(__file__).resolve().parent.parent
 

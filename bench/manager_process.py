@@ -21,7 +21,7 @@ from pathlib import Path
 import pymysql
 
 from bench.common import SECRET
-from tests.mariadb import LOCAL, create_database, drop_database, ensure_mariadb_running
+from tests.kits.mariadb import LOCAL, create_database, drop_database, ensure_mariadb_running
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT_ID = "agent1"

@@ -5,7 +5,7 @@ from typing import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from tests.mariadb import create_database, drop_database, ensure_mariadb_running
+from tests.kits.mariadb import create_database, drop_database, ensure_mariadb_running
 from tests.reference_manager import ReferenceManager
 from voicelog.services.config import LoggingSettings
 from voicelog.services.ops import configure_logging

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,17 +31,20 @@ from voicelog.services.domain import (
     process_owner,
     wall_ms,
 )
-from voicelog.services.spool import DuplicateTurn, Spool, SpoolError
+from voicelog.services.spool import (
+    PERMANENT_ERRORS,
+    STORAGE_ERRORS,
+    TRANSIENT_ERRORS,
+    Spool,
+    is_disk_full,
+    may_be_replaced,
+)
 
 log = structlog.get_logger("voicelog.capture")
 MAX_BACKLOG = 10_000
 RETRY_INTERVAL = 1.0  # seconds between retries of held writes while the disk refuses them
 UNSTORED_GRACE = 5.0  # seconds a session end waits for held writes before counting them lost
-# Errors that may pass (space freed, lock released, file rebuilt): hold the write and retry.
-_TRANSIENT = (SpoolError, sqlite3.DatabaseError, OSError)
-# Errors no retry can fix (the row exists, a value is refused, the spool was closed): drop.
-_PERMANENT = (DuplicateTurn, sqlite3.IntegrityError, sqlite3.ProgrammingError,
-              sqlite3.InterfaceError, sqlite3.DataError)
+_TRANSIENT, _PERMANENT = TRANSIENT_ERRORS, PERMANENT_ERRORS  # hold and retry / drop
 
 
 @dataclass
@@ -223,10 +225,10 @@ class ChatHistoryService:
         if self.stats.storage_error is None:
             self._log.error("spool_write_failed_holding_in_memory", error=str(exc)[:300])
         self.stats.storage_error = f"{type(exc).__name__}: {exc}"[:300]
-        self._disk_full = getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+        self._disk_full = is_disk_full(exc)
         if self._disk_full:
             self.spool.checkpoint()  # the WAL may hold the space the next write needs
-        elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        elif may_be_replaced(exc):
             with contextlib.suppress(*_TRANSIENT):
                 self.spool.reopen_if_replaced()  # another process may have rebuilt a damaged file
         self._schedule_retry()
@@ -311,7 +313,7 @@ class ChatHistoryService:
         try:
             self.backups.write(self.spool, self.session_id, self._now())
             self._dirty = False
-        except (OSError, sqlite3.Error) as exc:
+        except STORAGE_ERRORS as exc:
             self._log.error("backup_write_failed", error=str(exc))
 
     async def cleanup(self, reason: str = "session_end") -> None:

@@ -394,8 +394,6 @@ def _suggest(name: str, known: Mapping[str, Any]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}"
 
 
-_SECTION_CLASSES = {
-    "manager_api": ManagerApiSettings, "chat_history": ChatHistorySettings,
-    "shipper": ShipperSettings, "agent": AgentSettings, "logging": LoggingSettings,
-    "http": HttpSettings, "mqtt": MqttSettings,
-}
+_SECTION_CLASSES = {"manager_api": ManagerApiSettings, "chat_history": ChatHistorySettings,
+                    "shipper": ShipperSettings, "agent": AgentSettings, "logging": LoggingSettings,
+                    "http": HttpSettings, "mqtt": MqttSettings}

@@ -3,9 +3,10 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
-    "_connection": ("SpoolError",),
+    "_errors": ("PERMANENT_ERRORS", "STORAGE_ERRORS", "TRANSIENT_ERRORS", "DuplicateTurn", "SpoolError",
+                "SpoolFull", "is_disk_full", "may_be_replaced"),
     "_delivery": ("Backlog", "DeliveryState"),
     "_open": ("open_spool",),
-    "_spool": ("DuplicateTurn", "EndedSession", "SessionCounts", "Spool", "SpoolFull"),
+    "_spool": ("EndedSession", "SessionCounts", "Spool"),
     "recovery": ("QUARANTINE", "RecoveryReport"),
 })

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from voicelog.services.spool import _queries as q
+from voicelog.services.spool._errors import SpoolError
 from voicelog.services.spool._schema import SCHEMA, SCHEMA_VERSION
 
 _SYNCHRONOUS = {"process": "NORMAL", "power": "FULL"}
@@ -21,10 +22,6 @@ _SYNCHRONOUS = {"process": "NORMAL", "power": "FULL"}
 # path more often. A full disk is handled by checkpointing on SQLITE_FULL (ChatHistoryService).
 _WAL_CHECKPOINT_PAGES = 1000
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024  # a WAL grown past this (long reader) is cut back after
-
-
-class SpoolError(RuntimeError):
-    """The spool could not store or read a record."""
 
 
 class SpoolConnection:

@@ -17,16 +17,9 @@ from pathlib import Path
 from voicelog.services.domain import DONE, SessionRecord, Turn, TurnStatus, wall_ms
 from voicelog.services.sealing import ContentCipher, is_sealed
 from voicelog.services.spool import _queries as q
-from voicelog.services.spool._connection import SpoolConnection, SpoolError
+from voicelog.services.spool._connection import SpoolConnection
+from voicelog.services.spool._errors import DuplicateTurn, SpoolFull
 from voicelog.services.spool._schema import session_record, turn_record
-
-
-class SpoolFull(SpoolError):
-    """The spool reached its size cap; new turns are refused, stored ones are kept."""
-
-
-class DuplicateTurn(SpoolError):
-    """A turn with this (session, seq) is already stored; retrying cannot help."""
 
 
 @dataclass(frozen=True)

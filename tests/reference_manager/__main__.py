@@ -5,7 +5,7 @@ import asyncio
 import signal
 import sys
 
-from tests.mariadb import MariaDB, ensure_database, ensure_mariadb_running
+from tests.kits.mariadb import MariaDB, ensure_database, ensure_mariadb_running
 
 from .schema import CONTENT_TYPES
 from .server import REPORT_TIME_UNITS, ReferenceManager

@@ -9,7 +9,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from tests.mariadb import LOCAL, MariaDB
+from tests.kits.mariadb import LOCAL, MariaDB
 
 from .endpoints import Endpoints
 from .faults import GARBAGE_KINDS, FaultPlan, reset_connection

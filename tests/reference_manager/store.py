@@ -9,7 +9,7 @@ from datetime import datetime
 import aiomysql
 import pymysql
 
-from tests.mariadb import MariaDB
+from tests.kits.mariadb import MariaDB
 
 from .schema import table_statements
 

@@ -1,25 +1,19 @@
 """The one seam between voicelog and the Manager API: requests out, DeliveryResults back.
 
-The transport is a one-method seam (as in httpx) so tests swap in a tiny fake; aiohttp and
-asyncio exceptions are translated into ``TransportError`` here and go no further.
+The transport (``_transport``) is a one-method seam, so tests swap in ``MockTransport``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import replace
 from urllib.parse import quote
 
-import aiohttp
 import structlog
 
 from voicelog.services.config import ManagerApiSettings
 from voicelog.services.shipping.manager._outcome import (
-    BODY_LIMIT,
     CODE_BLANK_FIELD,
     DeliveryResult,
     Outcome,
@@ -28,11 +22,16 @@ from voicelog.services.shipping.manager._outcome import (
     classify,
     read_envelope,
 )
+from voicelog.services.shipping.manager._transport import (
+    AiohttpTransport,
+    Transport,
+    TransportError,
+    describe_error,
+)
 
 REPORT_PATH = "/agent/chat-history/report"
 SESSION_PATH = "/agent/chat-history/session"
 AGENT_ID_PATH = "/agent/device/{mac}/agent-id"
-DEFAULT_MAX_CONNECTIONS = 32
 # Bindings rarely change, but a device can be moved to another agent; re-ask now and then.
 AGENT_ID_TTL = 3600.0
 # An unbound device may be bound any minute by its owner; do not keep saying no for long.
@@ -44,92 +43,6 @@ SECRET_CHECK_SESSION = "voicelog-secret-check"
 _HEADER_SAFE = "!#$&'()*+,-./:;=?@[]^_`{|}~"
 
 log = structlog.get_logger("voicelog.manager_api")
-
-
-class TransportError(Exception):
-    """The request got no HTTP answer: refused, reset, timed out, DNS failure, bad URL."""
-
-
-@dataclass(frozen=True)
-class RawResponse:
-    """An HTTP answer as the transport read it; ``body`` is capped, never the whole of a huge one."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
-class Transport(Protocol):
-    """Sends one HTTP request; the only thing a test needs to fake."""
-
-    async def request(self, method: str, url: str, *, headers: Mapping[str, str],
-                      json_body: object | None) -> RawResponse: ...
-
-    async def aclose(self) -> None: ...
-
-
-class AiohttpTransport:
-    """A long-lived keep-alive aiohttp session that speaks ``Transport``."""
-
-    def __init__(self, timeout: float, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 body_limit: int = BODY_LIMIT) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._max_connections = max_connections
-        # One byte over the limit is enough to tell "at the limit" from "too big".
-        self._read_limit = body_limit + 1
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
-
-    async def request(self, method: str, url: str, *, headers: Mapping[str, str],
-                      json_body: object | None) -> RawResponse:
-        """Send one request and read at most the body limit of its answer."""
-        session = self._open_session()
-        data = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
-        try:
-            async with session.request(method, url, headers=dict(headers), data=data,
-                                       allow_redirects=False) as response:
-                body = await _read_capped(response, self._read_limit)
-                return RawResponse(response.status, dict(response.headers.items()), body)
-        except asyncio.TimeoutError as error:
-            raise TransportError(f"{_describe(error)}: no answer within {self._timeout.total}s") from error
-        except (aiohttp.ClientError, OSError, ValueError) as error:
-            raise TransportError(_describe(error)) from error
-
-    async def aclose(self) -> None:
-        """Close the session and its pooled connections."""
-        self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        """The shared session, created on first use inside the running loop."""
-        if self._closed:
-            raise TransportError("transport is closed")
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        return self._session
-
-
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """Read the body up to ``limit`` bytes; a longer answer is cut off and its connection dropped."""
-    chunks, size = [], 0
-    while size < limit:
-        chunk = await response.content.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size >= limit:
-        response.close()  # the rest is never read, so this connection cannot be reused
-    return b"".join(chunks)
-
-
-def _describe(error: BaseException) -> str:
-    """The exception's class name and text; timeouts often have no text at all."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class ManagerApiClient:
@@ -162,7 +75,7 @@ class ManagerApiClient:
         try:
             found, known = await self._lookup_agent_id(mac)
         except Exception as error:  # a lookup is an optimisation; it must never break delivery
-            log.warning("agent id lookup failed", mac=mac, error=self._redact(_describe(error)))
+            log.warning("agent id lookup failed", mac=mac, error=self._redact(describe_error(error)))
             return None
         if known:
             self._remember_agent_id(mac, found)
