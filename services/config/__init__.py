@@ -4,6 +4,6 @@ from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_settings": ("AgentSettings", "CONFIG_ENV", "ChatHistorySettings", "ConfigError", "ENV_PREFIX",
-        "HttpSettings", "LoggingSettings", "ManagerApiSettings", "MqttSettings", "Secret", "Settings",
-        "ShipperSettings", "load_settings"),
+                  "HttpSettings", "LoggingSettings", "ManagerApiSettings", "MqttSettings", "Secret",
+                  "Settings", "ShipperSettings", "load_settings"),
 })

@@ -5,10 +5,10 @@ from voicelog.services._face import lazy_face
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_clock": ("ReportClock", "wall_ms"),
     "_identity": ("DeviceIdentity", "MAC_PATTERN", "MAX_SESSION_ID_CHARS", "UNKNOWN_MAC",
-        "mac_from_room_name", "normalise_mac", "resolve_identity"),
+                  "mac_from_room_name", "normalise_mac", "resolve_identity"),
     "_locks": ("FileLock",),
     "_models": ("ChatType", "DONE", "FAILED", "RESENDABLE", "SessionRecord", "Turn", "TurnStatus",
-        "UNDELIVERED", "WAITING"),
+                "UNDELIVERED", "WAITING"),
     "_ownership": ("ShipperAlreadyRunning", "ShipperLock", "owner_alive", "process_owner"),
     "_text": ("MAX_TURN_CHARS", "clean_transcript", "is_cut", "join_segments"),
     "_waiting": ("first_of",),

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from voicelog.services.domain import SessionRecord, Turn, TurnStatus, wall_ms
+from voicelog.services.sealing import ContentCipher
 from voicelog.services.spool import _queries as q
 from voicelog.services.spool._schema import turn_record
 from voicelog.services.spool._spool import Spool
@@ -41,7 +42,7 @@ class DeliveryState:
         self._now = now
 
     @property
-    def cipher(self):  # noqa: ANN201 - the spool's ContentCipher or None
+    def cipher(self) -> ContentCipher | None:
         """The cipher sealed content is opened with for sending (None: stored in plaintext)."""
         return self.spool.cipher
 

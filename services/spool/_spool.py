@@ -20,6 +20,7 @@ from voicelog.services.spool import _queries as q
 from voicelog.services.spool._connection import SpoolConnection
 from voicelog.services.spool._errors import DuplicateTurn, SpoolFull
 from voicelog.services.spool._schema import session_record, turn_record
+from voicelog.services.spool.recovery import RecoveryReport
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Spool:
         # With a cipher, content is sealed on the way in and stays sealed in every copy made
         # from the spool (backups, quarantine); only delivery and display open it.
         self.cipher = cipher
-        self.recovery: object | None = None  # the RecoveryReport when opening repaired something
+        self.recovery: RecoveryReport | None = None  # set by open_spool when it repaired something
         self._now = now
         self._on_close = on_close
 
