@@ -21,7 +21,7 @@ import structlog
 
 from voicelog.agent.wiring import host_spool
 from voicelog.services.backup import BackupWriter
-from voicelog.services.config import Settings
+from voicelog.services.config import Durability, Settings
 from voicelog.services.domain import ShipperLock, first_of, wall_ms
 from voicelog.services.ops import (
     BACKLOG_STATUSES,
@@ -250,7 +250,7 @@ def build_shipper(settings: Settings, *, metrics: Metrics | None = None,
     client = ManagerApiClient(settings.manager_api)
     history = settings.chat_history
     shipper = Shipper(DeliveryState(spool), client, settings, observer=metrics, max_attempts=max_attempts, now=now,
-                      backups=BackupWriter(history.backup_dir, fsync=history.durability == "power"))
+                      backups=BackupWriter(history.backup_dir, fsync=history.durability == Durability.POWER))
 
     async def release() -> None:
         await client.aclose()

@@ -11,7 +11,7 @@ from voicelog.handlers.chat_capture import ChatCapture
 from voicelog.handlers.opt_out import OptedOutCapture, opted_out
 from voicelog.services.backup import BackupWriter
 from voicelog.services.capture import ChatHistoryService
-from voicelog.services.config import Settings
+from voicelog.services.config import Durability, Settings
 from voicelog.services.domain import DeviceIdentity
 from voicelog.services.sealing import cipher_from_settings
 from voicelog.services.spool import Spool, open_spool
@@ -32,7 +32,7 @@ def attach_capture(session: Any, identity: DeviceIdentity, settings: Settings, s
     if not identity.mac_valid:
         log.warning("session_without_valid_mac_captured_anyway", session_id=identity.session_id)
     history = settings.chat_history
-    backups = BackupWriter(history.backup_dir, fsync=history.durability == "power")
+    backups = BackupWriter(history.backup_dir, fsync=history.durability == Durability.POWER)
     service = ChatHistoryService(spool, identity, history, backups=backups, on_flush=on_flush)
     return ChatCapture(service).attach(session)
 

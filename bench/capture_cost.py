@@ -18,6 +18,7 @@ from typing import Any
 from bench.common import bench_settings, identity_for, ratio, summary, text_for
 from voicelog.services.backup import BackupWriter
 from voicelog.services.capture import ChatHistoryService
+from voicelog.services.config import Durability
 from voicelog.services.domain import ChatType
 from voicelog.services.spool import Spool, open_spool
 
@@ -39,8 +40,9 @@ def _capturers(level: str, sessions: int, work: Path) -> tuple[list[Callable[...
     if level == "list":
         return [ListBuffer().add_message for _ in range(sessions)], None
     settings = bench_settings(work, chat_history={"durability": level})
-    spool = open_spool(work / "spool.db", durability=level)
-    backups = BackupWriter(settings.chat_history.backup_dir, fsync=level == "power")
+    durability = settings.chat_history.durability
+    spool = open_spool(work / "spool.db", durability=durability)
+    backups = BackupWriter(settings.chat_history.backup_dir, fsync=durability == Durability.POWER)
     services = [ChatHistoryService(spool, identity_for(i), settings.chat_history, backups=backups)
                 for i in range(sessions)]
     return [service.add_message for service in services], spool
@@ -86,7 +88,7 @@ def run(sizes: Any, work: Path) -> dict[str, Any]:
     rows = []
     for sessions in (1, sizes.capture_sessions):
         for level in LEVELS:
-            total = sizes.capture_turns_power if level == "power" else sizes.capture_turns
+            total = sizes.capture_turns_power if level == Durability.POWER else sizes.capture_turns
             rows.append(measure(level, sessions, total, work))
     for row in rows:
         base = next(r for r in rows if r["level"] == "list" and r["sessions"] == row["sessions"])

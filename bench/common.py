@@ -12,7 +12,7 @@ from typing import Any
 
 from tests.kits.settings import make_settings
 from voicelog.services.capture import ChatHistoryService
-from voicelog.services.config import LoggingSettings, Settings
+from voicelog.services.config import LoggingSettings, ReportTimeUnit, Settings
 from voicelog.services.domain import ChatType, DeviceIdentity, resolve_identity
 from voicelog.services.ops import configure_logging
 from voicelog.services.spool import Spool
@@ -117,7 +117,8 @@ def fill_spool(settings: Settings, spool: Spool, sessions: int, turns: int, *,
     return filled
 
 
-def report_bodies(filled: Sequence[FilledSession], unit: str = "ms") -> list[list[dict[str, Any]]]:
+def report_bodies(filled: Sequence[FilledSession],
+                  unit: ReportTimeUnit = ReportTimeUnit.MS) -> list[list[dict[str, Any]]]:
     """The report bodies voicelog would send for each filled session, in order, times increasing."""
     start_ms = time.time_ns() // 1_000_000
     per_session = []
@@ -127,7 +128,7 @@ def report_bodies(filled: Sequence[FilledSession], unit: str = "ms") -> list[lis
             at_ms = start_ms + seq
             bodies.append({"macAddress": session.mac, "sessionId": session.session_id,
                            "chatType": 1 if seq % 2 else 2, "content": content, "audioBase64": None,
-                           "reportTime": at_ms if unit == "ms" else at_ms // 1000 + seq})
+                           "reportTime": at_ms if unit == ReportTimeUnit.MS else at_ms // 1000 + seq})
         per_session.append(bodies)
     return per_session
 

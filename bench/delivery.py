@@ -28,13 +28,13 @@ from bench.common import (
 from bench.manager_process import ManagerProcess, check_order, running_manager
 from voicelog.agent.daemon import ship_once
 from voicelog.agent.wiring import host_spool
-from voicelog.services.config import Settings
+from voicelog.services.config import ApiMode, Settings
 
 REPORT_VARIANTS = ("ceiling", "voicelog", "naive")
 SESSION_VARIANTS = ("ceiling_session", "voicelog_session")
 
 
-def _settings(work: Path, manager: ManagerProcess, sizes: Any, mode: str) -> Settings:
+def _settings(work: Path, manager: ManagerProcess, sizes: Any, mode: ApiMode) -> Settings:
     return bench_settings(work, manager.url, manager_api={"api_mode": mode},
                           shipper={"max_concurrent_sessions": sizes.concurrency})
 
@@ -49,7 +49,7 @@ def _timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
 def _one(variant: str, manager: ManagerProcess, work: Path, sizes: Any,
          verdicts: dict[str, list[dict[str, int]]]) -> dict[str, float]:
     """Run one variant over freshly captured sessions; returns its throughput and client CPU."""
-    mode = "session" if variant.endswith("session") else "report"
+    mode = ApiMode.SESSION if variant.endswith("session") else ApiMode.REPORT
     settings = _settings(work / variant, manager, sizes, mode)
     spool = host_spool(settings)
     filled = fill_spool(settings, spool, sizes.delivery_sessions, sizes.delivery_turns)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from voicelog.services.capture import ChatHistoryService
-from voicelog.services.config import ChatHistorySettings, LoggingSettings
+from voicelog.services.config import ChatHistorySettings, Durability, LoggingSettings
 from voicelog.services.domain import ChatType, resolve_identity
 from voicelog.services.ops import configure_logging
 from voicelog.services.sealing import ContentCipher, generate_key
@@ -33,7 +33,8 @@ TEXT = "Can you tell me a story about a dragon 🐉 who learned to breathe bubbl
 
 def timed_turns(directory: Path, level: str, turns: int, round_index: int) -> list[float]:
     """Microseconds per add_message for ``turns`` turns into a fresh spool at ``level``."""
-    durability, _, encrypted = level.partition("+")
+    spelled, _, encrypted = level.partition("+")
+    durability = Durability(spelled)
     cipher = ContentCipher([generate_key()]) if encrypted else None
     spool = open_spool(directory / f"{durability}{encrypted}-{round_index}.db", durability=durability, cipher=cipher)
     service = ChatHistoryService(spool, resolve_identity(f"bench-{level}-{round_index}_6825ddba3978"),

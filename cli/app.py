@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from voicelog.services.config import ConfigError, Settings, load_settings
+from voicelog.services.config import ConfigError, LogLevel, Settings, load_settings
 from voicelog.services.ops import configure_logging, settings_secrets
 
 EPILOG = """examples:
@@ -40,25 +40,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"voicelog: configuration error: {exc}", file=sys.stderr)
+        _print_config_error(exc)
         return 2
     _configure_logs(settings, args)
     try:
         return int(args.handler(settings, args) or 0)
     except ConfigError as exc:
-        print(f"voicelog: configuration error: {exc}", file=sys.stderr)
+        _print_config_error(exc)
         return 2
     except KeyboardInterrupt:
         print("voicelog: interrupted; everything captured stays in the spool", file=sys.stderr)
         return 130
 
 
+def _print_config_error(error: ConfigError) -> None:
+    for problem in error.problems or (str(error),):  # one line each, so every line greps alike
+        print(f"voicelog: configuration error: {problem}", file=sys.stderr)
+
+
 def _configure_logs(settings: Settings, args: argparse.Namespace) -> None:
     logging_settings = settings.logging
-    if getattr(args, "quiet_logs", False) and logging_settings.level in ("DEBUG", "INFO"):
-        from dataclasses import replace
-
-        logging_settings = replace(logging_settings, level="WARNING")
+    if getattr(args, "quiet_logs", False) and logging_settings.level in (LogLevel.DEBUG, LogLevel.INFO):
+        logging_settings = logging_settings.model_copy(update={"level": LogLevel.WARNING})
     configure_logging(logging_settings, secrets=settings_secrets(settings))
 
 

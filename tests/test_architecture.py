@@ -31,8 +31,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
 )
 MAX_LINES = 400
-SQL = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+"
-                 r"(TABLE|INDEX)|PRAGMA\s+\w+)", re.IGNORECASE | re.DOTALL)
+# SQL as we write it (upper-case keywords); prose such as "Select this file ... from" is not SQL.
+SQL = re.compile(r"\b(SELECT\s[^;]*?\bFROM\b|INSERT\s+(OR\s+[A-Z]+\s+)?INTO|UPDATE\s+\w+\s+SET\b|DELETE\s+FROM|"
+                 r"CREATE\s+(TABLE|INDEX)|PRAGMA\s+\w+)")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import contextlib
 import re
 import signal
 import sys
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +25,7 @@ from voicelog.cli.views.backups import (
     with_manager,
 )
 from voicelog.services.backup import BackupError, BackupWriter
-from voicelog.services.config import Settings
+from voicelog.services.config import Durability, LogLevel, Settings
 from voicelog.services.domain import UNKNOWN_MAC, TurnStatus, normalise_mac, wall_ms
 from voicelog.services.ops import configure_logging
 from voicelog.services.spool import Spool
@@ -282,7 +281,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         report = verify(catalog)
         if args.fix and catalog.spool is not None:
             history = settings.chat_history
-            writer = BackupWriter(history.backup_dir, fsync=history.durability == "power")
+            writer = BackupWriter(history.backup_dir, fsync=history.durability == Durability.POWER)
             fixed = rewrite_from_spool(catalog, report, writer, wall_ms())
             print(f"rewrote {fixed} backup file(s) from the spool",
                   file=sys.stderr if args.json else sys.stdout)
@@ -315,8 +314,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     console = Console(soft_wrap=True)  # lines for logs and tickets are never cut
     if console.is_terminal:
         # Every outcome is on screen already; the few log lines left go above the progress bar.
-        level = settings.logging.level if args.verbose else "ERROR"
-        configure_logging(replace(settings.logging, level=level), stream=CurrentStderr(),
+        level = settings.logging.level if args.verbose else LogLevel.ERROR
+        configure_logging(settings.logging.model_copy(update={"level": level}), stream=CurrentStderr(),
                           secrets=[settings.manager_api.secret.reveal()])
     progress = RichReplayProgress(console) if console.is_terminal else PlainReplayProgress(console)
     spool = spool_for_support(settings, create=not args.dry_run)

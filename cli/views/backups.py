@@ -44,7 +44,7 @@ def readable(view: SessionView, settings: Settings) -> SessionView:
 
     if not any(is_sealed(t.content) for t in view.turns):
         return view
-    cipher = cipher_from_settings(replace(settings.chat_history, encrypt_content=True)) \
+    cipher = cipher_from_settings(settings.chat_history.model_copy(update={"encrypt_content": True})) \
         if _has_key(settings) else None
 
     def opened(text: str) -> str:
@@ -103,11 +103,11 @@ def with_manager(settings: Settings, args: argparse.Namespace) -> Settings:
         if urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
             raise ValueError("--manager-url must be an http(s) URL with the context path, "
                              "e.g. http://host:8002/xiaozhi")
-        api = replace(api, url=url)
+        api = api.model_copy(update={"url": url})
     if args.secret:
-        api = replace(api, secret=Secret(args.secret))
+        api = api.model_copy(update={"secret": Secret(args.secret)})
     if not args.dry_run and not api.url:
         raise ValueError("no Manager to send to: set manager_api.url or pass --manager-url")
     if not args.dry_run and not api.secret:
         raise ValueError("no server secret: set MANAGER_API_SECRET or pass --secret")
-    return replace(settings, manager_api=api)
+    return settings.model_copy(update={"manager_api": api})

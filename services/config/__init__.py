@@ -3,7 +3,10 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
-    "_settings": ("AgentSettings", "CONFIG_ENV", "ChatHistorySettings", "ConfigError", "ENV_PREFIX",
-                  "HttpSettings", "LoggingSettings", "ManagerApiSettings", "MqttSettings", "Secret",
-                  "Settings", "ShipperSettings", "load_settings"),
+    "_choices": ("ApiMode", "Durability", "LogFormat", "LogLevel", "ReportTimeUnit"),
+    "_types": ("ConfigError", "Secret"),
+    "_model": ("AgentSettings", "ChatHistorySettings", "HttpSettings", "LoggingSettings",
+               "ManagerApiSettings", "MqttSettings", "Settings", "ShipperSettings"),
+    "_load": ("CONFIG_ENV", "ENV_PREFIX", "load_settings"),
+    "_render": ("render_config_yaml",),
 })

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from voicelog.services.config import LoggingSettings, Settings
+from voicelog.services.config import LogFormat, LoggingSettings, Settings
 
 MASK = "***"
 CHAT_FIELDS = frozenset({"content", "text", "transcript", "message_text", "user_text",
@@ -81,7 +81,7 @@ def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
     stream = stream or sys.stderr
     _secrets.clear()
     add_secrets(*secrets)
-    as_json = settings.format == "json" or (settings.format == "auto" and not _is_tty(stream))
+    as_json = settings.format == LogFormat.JSON or (settings.format == LogFormat.AUTO and not _is_tty(stream))
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

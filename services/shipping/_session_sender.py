@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
-from voicelog.services.config import ManagerApiSettings, ShipperSettings
+from voicelog.services.config import ApiMode, ManagerApiSettings, ReportTimeUnit, ShipperSettings
 from voicelog.services.domain import SessionRecord, Turn, TurnStatus, first_of, wall_ms
 from voicelog.services.sealing import ContentKeyError, is_sealed
 from voicelog.services.shipping._auth_gate import AuthGate
@@ -56,7 +56,7 @@ class SessionSender:
         self.gate, self.observer, self.stopping = gate, observer, stopping
         self.max_attempts = max_attempts
         self._now = now
-        self._unit = "s" if api.api_mode == "session" else api.report_time_unit
+        self._unit = ReportTimeUnit.S if api.api_mode == ApiMode.SESSION else api.report_time_unit
         self._backoff = wait_random_exponential(multiplier=shipping.retry_initial, max=shipping.retry_max)
 
     async def deliver(self, session: SessionRecord) -> RoundResult:
@@ -67,7 +67,7 @@ class SessionSender:
         if not session.mac_valid:
             return self._park(session, turns, NO_MAC_REASON)
         session = await self._lookup_agent(session)
-        if self.api.api_mode == "session":
+        if self.api.api_mode == ApiMode.SESSION:
             return await self._deliver_session(session, turns)
         return await self._deliver_reports(session, turns)
 

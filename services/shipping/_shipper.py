@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from voicelog.services.backup import BackupWriter
-from voicelog.services.config import Settings
+from voicelog.services.config import ApiMode, Settings
 from voicelog.services.domain import TurnStatus, first_of, owner_alive, wall_ms
 from voicelog.services.shipping._auth_gate import AuthGate
 from voicelog.services.shipping._observer import DeliveryObserver, SilentObserver
@@ -141,7 +141,7 @@ class Shipper:
                 continue
             if not is_due(backlog, now, batch_size=history.batch_size,
                           send_interval_ms=int(history.send_interval * 1000),
-                          session_mode=self.settings.manager_api.api_mode == "session",
+                          session_mode=self.settings.manager_api.api_mode == ApiMode.SESSION,
                           flush_all=flush_all):
                 continue
             if tried is not None:

@@ -6,6 +6,7 @@ session gets a strictly larger report time than the one before, in the configure
 
 from __future__ import annotations
 
+from voicelog.services.config import ReportTimeUnit
 from voicelog.services.domain import Turn
 from voicelog.services.shipping.manager import split_content
 
@@ -14,9 +15,9 @@ CONTINUATION = "(cont. {index}/{total}) "
 MARKER_ROOM = 24
 
 
-def to_unit(report_ms: int, unit: str) -> int:
+def to_unit(report_ms: int, unit: ReportTimeUnit) -> int:
     """A millisecond report time in the Manager's unit (``ms`` or ``s``)."""
-    return report_ms if unit == "ms" else report_ms // 1000
+    return report_ms if unit == ReportTimeUnit.MS else report_ms // 1000
 
 
 def wire_parts(content: str, max_chars: int) -> list[str]:
@@ -29,7 +30,7 @@ def wire_parts(content: str, max_chars: int) -> list[str]:
             for i, part in enumerate(parts)]
 
 
-def first_wire_time(turn: Turn, last_wire_time: int, unit: str) -> int:
+def first_wire_time(turn: Turn, last_wire_time: int, unit: ReportTimeUnit) -> int:
     """The report time for a turn's first row: its own time, or just after the previous row."""
     return max(to_unit(turn.report_ms, unit), last_wire_time + 1)
 

@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from voicelog.services.config import Durability
 from voicelog.services.spool import _queries as q
 from voicelog.services.spool._errors import SpoolError
 from voicelog.services.spool._schema import SCHEMA, SCHEMA_VERSION
 
-_SYNCHRONOUS = {"process": "NORMAL", "power": "FULL"}
+_SYNCHRONOUS = {Durability.PROCESS: "NORMAL", Durability.POWER: "FULL"}
 # SQLite's own default, stated: a lower one would put a checkpoint's two fsyncs on the capture
 # path more often. A full disk is handled by checkpointing on SQLITE_FULL (ChatHistoryService).
 _WAL_CHECKPOINT_PAGES = 1000
@@ -27,9 +28,9 @@ _WAL_SIZE_LIMIT = 4 * 1024 * 1024  # a WAL grown past this (long reader) is cut 
 class SpoolConnection:
     """A connection with voicelog's pragmas, a write-transaction helper and size figures."""
 
-    def __init__(self, path: Path, *, durability: str, busy_timeout_ms: int) -> None:
+    def __init__(self, path: Path, *, durability: Durability, busy_timeout_ms: int) -> None:
         self.path = path
-        self._durability, self._busy_timeout_ms = str(durability), busy_timeout_ms
+        self._durability, self._busy_timeout_ms = Durability(durability), busy_timeout_ms
         self.db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:

@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from voicelog.services.backup import BackupWriter
+from voicelog.services.config import Durability
 from voicelog.services.domain import FileLock, wall_ms
 from voicelog.services.sealing import ContentCipher
 from voicelog.services.spool._connection import SpoolConnection
@@ -32,7 +33,7 @@ from voicelog.services.spool.recovery import (
 log = structlog.get_logger("voicelog.recovery")
 
 
-def open_spool(path: str | os.PathLike[str], *, durability: str = "process",
+def open_spool(path: str | os.PathLike[str], *, durability: Durability = Durability.PROCESS,
                max_bytes: int | None = None, busy_timeout_ms: int = 5000,
                backup_dir: str | os.PathLike[str] | None = None,
                now: Callable[[], int] = wall_ms, cipher: ContentCipher | None = None) -> Spool:
@@ -77,7 +78,7 @@ def _check_when_alone(path: Path, backup_dir: Path, users: FileLock, now_ms: int
         users.shared()  # converts the exclusive lock in place: nobody slips in between
 
 
-def _connect(path: Path, backup_dir: Path, durability: str, busy_timeout_ms: int,
+def _connect(path: Path, backup_dir: Path, durability: Durability, busy_timeout_ms: int,
              now: Callable[[], int]) -> tuple[SpoolConnection, RecoveryReport | None]:
     """Connect and create the schema; a file others had open and that proves damaged is recovered."""
     connection = None

@@ -19,7 +19,7 @@ from typing import Protocol
 import structlog
 
 from voicelog.services.backup import BackupWriter
-from voicelog.services.config import Settings
+from voicelog.services.config import Durability, Settings
 from voicelog.services.domain import ShipperAlreadyRunning, ShipperLock, Turn, TurnStatus, first_of, wall_ms
 from voicelog.services.shipping import AuthGate, SessionSender, SilentObserver
 from voicelog.services.shipping.manager import ManagerApiClient
@@ -179,7 +179,7 @@ async def replay(settings: Settings, spool: Spool | None, request: ReplayRequest
     lock = _try_lock(spool, request)
     summary.mode = "here" if lock else "daemon"
     history = settings.chat_history
-    backups = BackupWriter(history.backup_dir, fsync=history.durability == "power")
+    backups = BackupWriter(history.backup_dir, fsync=history.durability == Durability.POWER)
     stop = stop or asyncio.Event()
     try:
         summary.imported_turns = prepare(spool, summary.plans, backups, wall_ms())

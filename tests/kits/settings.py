@@ -6,12 +6,20 @@ always written by ``config_file`` and read by the same ``load_settings`` that ``
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from voicelog.services.config import Settings, load_settings
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes choices given as enum members (``ApiMode.SESSION``) as their spelling."""
+
+
+_Dumper.add_multi_representer(Enum, lambda dumper, member: dumper.represent_data(member.value))
 
 FAST_SHIPPER = {"retry_initial": 0.02, "retry_max": 0.2, "poll_interval": 0.05,
                 "parked_retry_interval": 0.2, "auth_retry_interval": 0.1, "drain_timeout": 5}
@@ -32,7 +40,7 @@ def config_file(tmp_path: Path, *, name: str = "voicelog-test.yaml", manager: An
         for section, values in layer.items():
             raw.setdefault(section, {}).update(values)
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    path.write_text(yaml.dump(raw, Dumper=_Dumper, allow_unicode=True), encoding="utf-8")
     return path
 
 

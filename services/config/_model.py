@@ -1,0 +1,209 @@
+"""Every setting, declared once: its kind, default, limits and documentation in one ``Field``.
+
+The checks (``_types`` and the limits below), the documented ``config.yaml`` (``_render``) and the
+JSON schema (``Settings.model_json_schema()``) are all derived from these declarations. A field's
+``description`` is the comment written above it in ``config.yaml``, line for line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from voicelog.services.config._choices import ApiMode, Durability, LogFormat, LogLevel, ReportTimeUnit
+from voicelog.services.config._types import (
+    Flag,
+    Listen,
+    MacList,
+    Number,
+    Secret,
+    Text,
+    Url,
+    VerbatimText,
+    Whole,
+)
+
+
+class _Frozen(BaseModel):
+    """A settings value: immutable once parsed, and refusing keys it does not declare."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ManagerApiSettings(_Frozen):
+    """Where and how turns are delivered to the Manager API."""
+
+    url: Url = Field("", description=(
+        "Base URL of the Manager API including its context path, e.g. http://10.0.0.5:8002/xiaozhi\n"
+        "(upstream) or http://10.0.0.5:8002/toy (toy fork). Empty: capture only, deliver nothing."))
+    secret: Secret = Field(Secret(""), description=(
+        'Server secret sent as "Authorization: Bearer <secret>". Prefer MANAGER_API_SECRET in the\n'
+        "environment (systemd EnvironmentFile) to keeping it here. Never printed or logged."))
+    timeout: Number = Field(5.0, gt=0, description="Seconds one request may take before it is retried.")
+    api_mode: ApiMode = Field(ApiMode.REPORT, description=(
+        "report: POST /agent/chat-history/report, one message per request (upstream).\n"
+        "session: POST /agent/chat-history/session, the whole session once it ends (newer toy backend)."))
+    report_time_unit: ReportTimeUnit = Field(ReportTimeUnit.MS, description=(
+        'Unit of reportTime: "ms" for upstream since 2026-04-20, "s" for older upstream and the toy fork.'))
+    max_content_chars: Whole = Field(1024, gt=0, description=(
+        "Longest content one row can hold (VARCHAR(1024) in older schemas). Longer turns are sent\n"
+        'as several rows in order, later ones marked "(cont. i/n)"; nothing is truncated.'))
+    agent_lookup: Flag = Field(False, description=(
+        "Look up the device's agent id (GET /agent/device/{mac}/agent-id, toy fork only) to enrich\n"
+        "session uploads and warn early about unbound devices. Never gates capture or delivery."))
+    send_idempotency_key: Flag = Field(True, description=(
+        "Send an Idempotency-Key header (stable per turn, per upload in session mode)."))
+
+    @model_validator(mode="after")
+    def _secret_comes_with_the_url(self) -> ManagerApiSettings:
+        if self.url and not self.secret:
+            raise ValueError("manager_api.secret is required when manager_api.url is set "
+                             "(or set MANAGER_API_SECRET)")
+        return self
+
+
+class ChatHistorySettings(_Frozen):
+    """How captured turns are batched, stored and kept on the edge box."""
+
+    batch_size: Whole = Field(5, gt=0, description=(
+        "A session's waiting turns are sent when this many are pending ..."))
+    send_interval: Number = Field(30.0, gt=0, description=(
+        "... or when the oldest has waited this many seconds, or when the session ends."))
+    backup_dir: Text = Field("backups", description=(
+        "Per-session JSON backups: <backup_dir>/<YYYY-MM-DD>/<session id>.json"))
+    spool_path: Text = Field("", description=(
+        "The spool (SQLite, shared by all job processes). Empty: <backup_dir>/spool.db"))
+    durability: Durability = Field(Durability.PROCESS, description=(
+        "process: a captured turn survives any process crash (SQLite synchronous=NORMAL).\n"
+        "power: it also survives power loss (fsync per turn; see docs/guarantees.md for the cost)."))
+    spool_max_mb: Whole = Field(1024, gt=0, description=(
+        "Size cap of the spool in MiB. When reached, new turns are held in memory (bounded) and\n"
+        "counted as lost beyond that; stored turns are never evicted to make room."))
+    retention_days: Whole = Field(7, ge=0, description=(
+        "Delivered turns are removed from the spool and backups after this many days."))
+    max_undelivered_days: Whole = Field(30, gt=0, description=(
+        "Undelivered turns are removed after this many days (with warnings before)."))
+    opt_out_macs: MacList = Field((), description=(
+        "Devices whose chats are never stored anywhere (MACs, any common notation)."))
+    prune_interval: Number = Field(3600.0, gt=0, description=(
+        'Seconds between automatic prunes by the daemon (the same work as "backups prune").'))
+    encrypt_content: Flag = Field(False, description=(
+        "Encrypt chat content in the spool and backups (Fernet: AES-128-CBC + HMAC-SHA256)."))
+    encryption_keys_env: Text = Field("VOICELOG_CONTENT_KEYS", description=(
+        "Keys: comma-separated Fernet keys, the first encrypts, all decrypt (rotation: put the new\n"
+        "key first). Read from the environment variable named here, else from the file below."))
+    encryption_keys_file: Text = Field("", description=(
+        "File holding the keys (comma- or line-separated) when that variable is unset or empty."))
+
+    @property
+    def spool_file(self) -> Path:
+        """The spool database path, defaulting beside the backups."""
+        return Path(self.spool_path) if self.spool_path else Path(self.backup_dir) / "spool.db"
+
+
+class ShipperSettings(_Frozen):
+    """Delivery loop tuning: concurrency, retry timing and shutdown drain."""
+
+    max_concurrent_sessions: Whole = Field(8, gt=0, description=(
+        "Sessions delivered concurrently (turns within a session always go one at a time, in order)."))
+    poll_interval: Number = Field(0.5, gt=0, description=(
+        "Seconds between looks at the spool for turns captured by other processes."))
+    retry_initial: Number = Field(0.5, gt=0, description=(
+        "Retry backoff: exponential with full jitter, from retry_initial up to retry_max seconds;\n"
+        "a Retry-After from the Manager is honoured. There is no retry deadline."))
+    retry_max: Number = Field(30.0, gt=0, description=(
+        "Longest wait between two tries of a turn, in seconds (at least retry_initial)."))
+    parked_retry_interval: Number = Field(300.0, gt=0, description=(
+        "Seconds between retries of turns the Manager could not route (device not bound)."))
+    auth_retry_interval: Number = Field(30.0, gt=0, description=(
+        "Seconds between secret checks while the Manager refuses our secret (delivery paused)."))
+    drain_timeout: Number = Field(20.0, ge=0, description=(
+        "Seconds a stop (SIGTERM) may spend letting sessions end and flushing to the Manager."))
+    reap_interval: Number = Field(5.0, gt=0, description=(
+        "Seconds between checks for sessions whose job process died (their turns are then sealed)."))
+
+    @model_validator(mode="after")
+    def _backoff_grows(self) -> ShipperSettings:
+        if self.retry_max < self.retry_initial:
+            raise ValueError("shipper.retry_max must be at least shipper.retry_initial")
+        return self
+
+
+class AgentSettings(_Frozen):
+    """The LiveKit agent: models (LiveKit inference descriptors) and instructions."""
+
+    agent_name: Text = Field("", description=(
+        "LiveKit agent name for explicit dispatch; empty = automatic dispatch."))
+    instructions: Text = Field(
+        "You are a friendly, patient companion for a child. Keep answers short.",
+        description="The agent's instructions (its system prompt).")
+    stt: Text = Field("deepgram/nova-3", description=(
+        'Speech-to-text model as a LiveKit inference descriptor "provider/model"; credentials come\n'
+        "from the environment (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET are required for start)."))
+    llm: Text = Field("openai/gpt-4.1-mini", description='Language model, "provider/model" likewise.')
+    tts: Text = Field("cartesia/sonic-2", description='Text-to-speech model, "provider/model" likewise.')
+    language: Text = Field("en", description="Language of the conversations (a language code).")
+
+
+class LoggingSettings(_Frozen):
+    """Log level and rendering."""
+
+    level: LogLevel = Field(LogLevel.INFO, description=(
+        "DEBUG, INFO, WARNING or ERROR. Chat content is never logged at INFO or above."))
+    format: LogFormat = Field(LogFormat.AUTO, description=(
+        "auto: readable on a terminal, JSON lines otherwise; or force json / console."))
+    hash_macs: Flag = Field(False, description="Replace MACs in logs with a short hash.")
+
+
+class HttpSettings(_Frozen):
+    """The local health and metrics endpoint."""
+
+    listen: Listen = Field("127.0.0.1:9464", description=(
+        "Local address for /healthz, /readyz and /metrics; empty disables it."))
+
+
+class MqttSettings(_Frozen):
+    """The optional MQTT fleet channel: retained status and signed commands."""
+
+    enabled: Flag = Field(False, description=(
+        "Fleet channel over the broker the toys already use (off by default)."))
+    host: Text = Field("127.0.0.1", description="The broker's host name or address.")
+    port: Whole = Field(1883, gt=0, description="The broker's port.")
+    username: VerbatimText = Field("", description="Broker user name; empty = connect without credentials.")
+    password: Secret = Field(Secret(""), description=(
+        "Broker password; prefer VOICELOG__MQTT__PASSWORD in the environment. Never printed or logged."))
+    tls: Flag = Field(False, description="TLS to the broker.")
+    ca_file: Text = Field("", description=(
+        "CA file the broker's certificate is checked against; empty = the system's trust store."))
+    node_id: Text = Field("", description="This box's name in topics; empty = the host name.")
+    topic_prefix: Text = Field("voicelog", description=(
+        "Topics: <topic_prefix>/<node_id>/status (retained), .../cmd, .../cmd/result"))
+    command_key: Secret = Field(Secret(""), description=(
+        "HMAC-SHA256 key that commands must be signed with; empty disables commands.\n"
+        "Prefer VOICELOG__MQTT__COMMAND_KEY in the environment."))
+    command_max_age: Number = Field(60.0, gt=0, description=(
+        "Seconds a signed command stays valid (older ones are refused as replays)."))
+    status_interval: Number = Field(60.0, gt=0, description=(
+        "Seconds between periodic status publications (also published on change)."))
+
+
+class Settings(_Frozen):
+    """All of voicelog's settings, parsed once at start and passed down."""
+
+    manager_api: ManagerApiSettings = Field(default_factory=ManagerApiSettings)
+    chat_history: ChatHistorySettings = Field(default_factory=ChatHistorySettings)
+    shipper: ShipperSettings = Field(default_factory=ShipperSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    source: str = Field("<defaults>", description="The file these settings were read from, or <defaults>.")
+
+
+# The sections of config.yaml, in order: every field of Settings that is itself a settings value.
+SECTIONS: MappingProxyType[str, type[_Frozen]] = MappingProxyType({
+    name: field.annotation for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Frozen)
+})
