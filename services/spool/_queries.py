@@ -11,6 +11,7 @@ from voicelog.services.spool._schema import SESSION_FIELDS, TURN_FIELDS
 # --- meta -------------------------------------------------------------------------------------
 SCHEMA_VERSION_GET = "SELECT value FROM meta WHERE key='schema_version'"
 SCHEMA_VERSION_SET = "INSERT INTO meta VALUES ('schema_version', ?)"
+TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
 META_SET = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 CHECKPOINT_PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
@@ -63,9 +64,9 @@ SESSION_STILL_EXPIRED = (
 
 # --- turns ------------------------------------------------------------------------------------
 TURN_INSERT = (f"INSERT INTO turns ({TURN_FIELDS}, updated_ms) VALUES"
-               " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-TURN_UPDATE_OPEN = ("UPDATE turns SET content=?, interrupted=?, status=?, updated_ms=?"
-                    " WHERE session_id=? AND seq=? AND status='open'")
+               " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+TURN_UPDATE_OPEN = ("UPDATE turns SET content=?, interrupted=?, status=?, meta=COALESCE(?, meta),"
+                    " updated_ms=? WHERE session_id=? AND seq=? AND status='open'")
 TURN_SKIP_OPEN = ("UPDATE turns SET status='skipped', updated_ms=? WHERE session_id=? AND seq=?"
                   " AND status='open'")
 TURNS_SEAL_OPEN = ("UPDATE turns SET status='pending', updated_ms=? WHERE session_id=?"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from voicelog.services.domain import DONE, SessionRecord, Turn, TurnStatus, wall_ms
+from voicelog.services.domain import DONE, SessionRecord, Turn, TurnMeta, TurnStatus, wall_ms
 from voicelog.services.sealing import ContentCipher, is_sealed
 from voicelog.services.spool import _queries as q
 from voicelog.services.spool._connection import SpoolConnection
@@ -134,16 +134,18 @@ class Spool:
                 turn.session_id, turn.seq, int(turn.chat_type), self._seal(turn.content), turn.report_ms,
                 turn.captured_ms, int(turn.interrupted), turn.status.value, turn.attempts,
                 turn.last_error, turn.next_attempt_ms, turn.wire_time, turn.delivered_ms,
-                turn.captured_ms))
+                turn.meta.to_json() if turn.meta else None, turn.captured_ms))
         except sqlite3.IntegrityError as exc:
             raise DuplicateTurn(f"turn {turn.turn_id} is already stored") from exc
 
     def update_open_turn(self, session_id: str, seq: int, *, content: str,
-                         interrupted: bool = False, seal: bool = False, now_ms: int) -> bool:
-        """Replace an open turn's text, optionally sealing it for delivery; False if not open."""
+                         interrupted: bool = False, seal: bool = False, now_ms: int,
+                         meta: TurnMeta | None = None) -> bool:
+        """Replace an open turn's text (and measurements, if given), optionally sealing it; False if not open."""
         status = TurnStatus.PENDING if seal else TurnStatus.OPEN
-        cursor = self._db.execute(q.TURN_UPDATE_OPEN, (self._seal(content), int(interrupted),
-                                                       status.value, now_ms, session_id, seq))
+        cursor = self._db.execute(q.TURN_UPDATE_OPEN, (
+            self._seal(content), int(interrupted), status.value, meta.to_json() if meta else None,
+            now_ms, session_id, seq))
         return cursor.rowcount == 1
 
     def _seal(self, content: str) -> str:
