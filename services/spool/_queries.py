@@ -89,6 +89,12 @@ TURNS_IN_STATUS = (
     " WHERE t.status IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR t.session_id=?2)"
     " AND (?3 IS NULL OR s.mac=?3) ORDER BY t.session_id, t.seq")
 TURNS_DELETE_OF_SESSION = "DELETE FROM turns WHERE session_id=?"
+# Measured turns in insertion order (rowid), for /metrics; a turn still open may get its
+# measurements later, so the lowest open rowid bounds how far a reader may move on.
+TURNS_MEASURED_AFTER = ("SELECT rowid, meta FROM turns WHERE rowid > ? AND status<>'open'"
+                        " AND meta IS NOT NULL ORDER BY rowid")
+TURN_LOWEST_OPEN = "SELECT MIN(rowid) FROM turns WHERE status='open'"
+TURN_LAST_ROWID = "SELECT COALESCE(MAX(rowid), 0) FROM turns"
 
 # --- losses -----------------------------------------------------------------------------------
 LOSS_INSERT = "INSERT INTO losses VALUES (?, ?, ?, ?, ?)"
