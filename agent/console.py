@@ -25,7 +25,7 @@ from typing import Any
 
 from voicelog.agent.models import SCRIPTED_TIME_SCALE
 from voicelog.agent.wiring import MemoryLoader
-from voicelog.agent.worker import HOST_KEY, ServedSession, build_server, make_host
+from voicelog.agent.worker import HOST_KEY, ServedSession, build_server, make_host, prepare_agent
 from voicelog.services.config import Settings
 from voicelog.services.domain import first_of
 
@@ -95,6 +95,7 @@ class ConsoleServer:
     async def __aenter__(self) -> ConsoleServer:
         from livekit.agents import JobExecutorType
 
+        prepare_agent(self.settings)  # factory and plugins imported here, on the caller's (main) thread
         self._server = build_server(self.settings, setup_fnc=self._setup,
                                     job_executor_type=JobExecutorType.THREAD, num_idle_processes=1,
                                     shutdown_process_timeout=CLOSE_TIMEOUT)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +75,8 @@ AgentFactory = Callable[[FactoryContext], Any]
 def load_factory(spec: str) -> AgentFactory:
     """Import ``"package.module:function"`` and return the function; FactoryError says why not."""
     module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # like gunicorn: a module beside where voicelog runs is found
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the factory's, told as such

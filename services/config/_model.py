@@ -140,7 +140,7 @@ class PluginModel(_Frozen):
     model: Text = Field("", description="The model name; empty = the plugin's default.")
     base_url: Text = Field("", description="Where the service answers, e.g. an OpenAI-compatible server.")
     api_key_env: Text = Field("", description="Environment variable holding the API key (never the key itself).")
-    options: dict[str, Text | float | bool] = Field(default_factory=dict, description=(
+    options: dict[str, bool | int | float | str] = Field(default_factory=dict, description=(
         "More keyword arguments for the plugin's class, e.g. {temperature: 0.7}."))
 
     @model_validator(mode="after")
