@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
+from tests.kits.agents import MAC, SCRIPTED, TOY_FACTORY, module, remembering, write_module
+from tests.kits.delivery import contents
+from tests.kits.settings import delivery_settings, make_settings
 from voicelog.agent.console import ConsoleServer, on_job_loop
 from voicelog.agent.daemon import ship_once
 from voicelog.agent.talk import reply_to
 from voicelog.agent.wiring import host_spool
 from voicelog.services.backup import BackupWriter
 from voicelog.services.domain import ChatType, TurnStatus
-
-from tests.kits.agents import MAC, SCRIPTED, TOY_FACTORY, module, remembering, write_module
-from tests.kits.delivery import contents
-from tests.kits.settings import delivery_settings, make_settings
 
 ROOM = "d3746a02-cfeb-417d-ad05-0c6d3095632d_6825ddba3978"
 

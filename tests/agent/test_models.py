@@ -6,11 +6,10 @@ import io
 import textwrap
 import uuid
 
-from voicelog.agent.talk import talk
-
 from tests.kits import REPO
 from tests.kits.agents import MAC, SCRIPTED
 from tests.kits.settings import make_settings
+from voicelog.agent.talk import talk
 
 FAKE_PLUGIN = '''
 from voicelog.agent.simulation.scripted.toy import ToyLLM

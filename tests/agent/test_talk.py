@@ -11,15 +11,14 @@ import sys
 
 import pytest
 
-from voicelog.agent.talk import talk
-from voicelog.agent.wiring import host_spool
-from voicelog.services.backup import read_backup
-from voicelog.services.domain import ChatType
-
 from tests.kits import REPO
 from tests.kits.agents import MAC, SCRIPTED, TOY_FACTORY, write_module
 from tests.kits.delivery import contents
 from tests.kits.settings import config_file, make_settings
+from voicelog.agent.talk import talk
+from voicelog.agent.wiring import host_spool
+from voicelog.services.backup import read_backup
+from voicelog.services.domain import ChatType
 
 ENV_SCRIPTED = {f"VOICELOG__AGENT__{kind.upper()}": "scripted" for kind in SCRIPTED}
 

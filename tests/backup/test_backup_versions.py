@@ -11,11 +11,10 @@ from importlib import resources
 import jsonschema
 import pytest
 
-from voicelog.agent.talk import talk
-
 from tests.kits.agents import SCRIPTED
 from tests.kits.box import MAC, cli, make_box
 from tests.kits.delivery import contents
+from voicelog.agent.talk import talk
 
 SCHEMAS = resources.files("voicelog.services.backup") / "schemas"
 ROOM = "5f0c0c8e-1111-4aaa-8bbb-000000000001_6825ddba3978"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.transcription import TranscriptSynchronizer
 
+from tests.kits.settings import make_settings
 from voicelog.agent.simulation.scripted import (
     HeardTextOutput,
     ScriptedSTT,
@@ -17,8 +18,6 @@ from voicelog.agent.simulation.scripted.toy import ToyLLM
 from voicelog.agent.talk import reply_to
 from voicelog.agent.wiring import attach_capture, host_spool
 from voicelog.services.domain import ChatType, TurnStatus, resolve_identity
-
-from tests.kits.settings import make_settings
 
 SCALE = 0.05
 ROOM = "typed-0000_6825ddba3978"

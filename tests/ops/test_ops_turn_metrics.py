@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 
-from voicelog.agent.talk import talk
-from voicelog.services.config import load_settings
-
 from tests.kits.agents import MAC, SCRIPTED
 from tests.kits.delivery import eventually
 from tests.kits.ops import daemon_config, metric, running_daemon, wait_until_serving
+from voicelog.agent.talk import talk
+from voicelog.services.config import load_settings
 
 
 async def test_response_latency_llm_and_tts_histograms_count_each_reply_once(tmp_path, reference_manager):

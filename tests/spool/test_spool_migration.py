@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from voicelog.agent.wiring import host_spool
-from voicelog.services.domain import ChatType, TurnMeta, TurnStatus, resolve_identity
-from voicelog.services.capture import ChatHistoryService
-
 from tests.kits.settings import make_settings
+from voicelog.agent.wiring import host_spool
+from voicelog.services.capture import ChatHistoryService
+from voicelog.services.domain import ChatType, TurnMeta, TurnStatus, resolve_identity
 
 ROOM = "0b5e0e5e-0000-4000-8000-000000000001_6825ddba3978"
 # The turns table as schema 1 made it: no "meta" column.
