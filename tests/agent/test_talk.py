@@ -101,3 +101,42 @@ def test_start_refuses_a_factory_it_cannot_import_before_taking_sessions(tmp_pat
     assert done.returncode == 2
     assert ("configuration error: agent factory 'no_such_module_xyz:make': cannot import module "
             "'no_such_module_xyz'") in done.stderr
+
+
+def test_ctrl_c_at_a_terminal_flushes_the_session_and_exits_130(tmp_path):
+    """Typed at a terminal, then Ctrl-C: the reply is printed, the session backed up, exit 130."""
+    import pty
+    import select
+    import time
+
+    config = config_file(tmp_path, agent=SCRIPTED)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: voicelog talk on the terminal
+        os.chdir(REPO)
+        os.execv(sys.executable, [sys.executable, "main.py", "--config", str(config), "talk", "--mac", MAC])
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    return
+
+    read_until(b"child> ")
+    os.write(fd, b"hello from a terminal\r")
+    read_until(b"toy> ")
+    read_until(b"child> ")
+    os.write(fd, b"\x03")
+    read_until(b"delivery:")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 130, seen.decode(errors="replace")
+    assert b"toy> You said: hello from a terminal. Tell me more!" in seen
+    backup = read_backup(next((tmp_path / "backups").glob("*/*.json")))
+    assert [t.content for t in backup.turns] == ["hello from a terminal",
+                                                 "You said: hello from a terminal. Tell me more!"]
+    assert backup.session.ended_ms is not None
