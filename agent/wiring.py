@@ -1,8 +1,9 @@
-"""Wire capture onto an AgentSession: the one path shared by production jobs and simulate."""
+"""Wire capture and memory onto a session: the one path shared by production jobs, talk and simulate."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -43,3 +44,38 @@ def host_spool(settings: Settings, *, busy_timeout_ms: int = 5000) -> Spool:
     return open_spool(history.spool_file, durability=history.durability,
                  max_bytes=history.spool_max_mb * 1024 * 1024, busy_timeout_ms=busy_timeout_ms,
                  backup_dir=history.backup_dir, cipher=cipher_from_settings(history))
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """What a session starts with: the device's remembered turns as a chat context, and how many."""
+
+    chat_ctx: Any  # livekit llm.ChatContext, oldest turn first (empty: nothing remembered)
+    turns: int
+
+
+# Reads a device's memory for a session start: (identity, settings, participant attributes).
+MemoryLoader = Callable[[DeviceIdentity, Settings, Mapping[str, str]], Awaitable[Remembered]]
+
+
+def open_memory(settings: Settings, spool: Spool) -> MemoryLoader | None:
+    """The host's memory reader for job processes; None while this build has no memory store.
+
+    The memory store (issue 13, ``voicelog.services.memory``) plugs in here and nowhere else:
+    the entrypoint, talk and every factory receive what ``preload_memory`` returns.
+    """
+    return None
+
+
+async def preload_memory(loader: MemoryLoader | None, identity: DeviceIdentity, settings: Settings,
+                         attributes: Mapping[str, str]) -> Remembered:
+    """The device's remembered turns before ``session.start``; never raises, empty when none."""
+    from livekit.agents import llm
+
+    if loader is None:
+        return Remembered(llm.ChatContext.empty(), 0)
+    try:
+        return await loader(identity, settings, attributes)
+    except Exception:  # noqa: BLE001 - memory must never stop a child's session from starting
+        log.exception("memory_preload_failed", session_id=identity.session_id)
+        return Remembered(llm.ChatContext.empty(), 0)

@@ -7,6 +7,14 @@ Event facts this relies on (livekit-agents 1.8.9, see docs/livekit-events.md):
   text (cut to what was heard when interrupted) is in ``speech_handle.chat_items`` once done.
 - ``conversation_item_added`` carries the committed user message at end of turn; the first
   item of a session is an AgentHandoff, which is not a message.
+- Typed input (``generate_reply(user_input=...)``: RoomIO's ``lk.chat`` text input, ``voicelog
+  talk`` with a non-scripted STT) emits ``speech_created`` BEFORE its user message is committed,
+  and only commits it if the reply gets scheduled. Such a reply's handle says
+  ``input_details.modality == "text"``; its row is opened once the typed message is stored (or
+  before the next spoken turn, or when the reply ends without one: a greeting), never before.
+- Each ``ChatMessage.metrics`` holds LiveKit's measurements of the turn (final when the message
+  is committed); the STT language is only on ``user_input_transcribed``. Both are kept with
+  the turn (``TurnMeta``).
 Every handler swallows its own errors: history work must never break the voice session.
 """
 
@@ -21,7 +29,14 @@ from typing import Any
 import structlog
 
 from voicelog.services.capture import ChatHistoryService
-from voicelog.services.domain import ChatType, Turn, clean_transcript, join_segments
+from voicelog.services.domain import (
+    ChatType,
+    Turn,
+    TurnMeta,
+    clean_transcript,
+    join_segments,
+    turn_meta_from_livekit,
+)
 
 log = structlog.get_logger("voicelog.capture")
 
@@ -33,6 +48,7 @@ class _UserTurn:
     turn: Turn
     segments: list[str] = field(default_factory=list)
     answered: bool = False  # a reply was scheduled: later finals start a new turn
+    language: str | None = None  # of the latest final that named one
 
     @property
     def text(self) -> str:
@@ -61,6 +77,8 @@ class ChatCapture:
         self._open_user_turns: list[_UserTurn] = []
         self._closing: asyncio.Future[None] | None = None
         self._replies_in_flight: set[Any] = set()
+        self._deferred_replies: list[Any] = []  # typed-input replies whose row waits (see above)
+        self._reply_rows: dict[Any, Turn] = {}
 
     def attach(self, session: Any) -> ChatCapture:
         """Register the handlers on a (not yet started) AgentSession."""
@@ -78,31 +96,51 @@ class ChatCapture:
         segment = clean_transcript(event.transcript)
         if not segment:
             return
+        self._open_deferred_replies()  # a typed-input reply began before this spoken turn
+        language = str(event.language) if getattr(event, "language", None) else None
         current = self._open_user_turns[-1] if self._open_user_turns else None
         if current is None or current.answered:
             current = _UserTurn(self.service.open_turn(ChatType.USER, segment), [segment])
             self._open_user_turns.append(current)
-            return
-        current.segments.append(segment)
-        self.service.update_turn(current.turn, current.text)
+        else:
+            current.segments.append(segment)
+            self.service.update_turn(current.turn, current.text)
+        current.language = language or current.language
 
     @_guarded
     def on_speech_created(self, event: Any) -> None:
         """Reserve the reply's place in the conversation now; fill in its text when it is done."""
+        handle = event.speech_handle
         if event.source == "generate_reply" and self._open_user_turns:
             self._open_user_turns[-1].answered = True
-        reply = self.service.open_turn(ChatType.AGENT)
-        self._replies_in_flight.add(event.speech_handle)
-        event.speech_handle.add_done_callback(functools.partial(self._on_speech_done, reply))
+        self._replies_in_flight.add(handle)
+        details = getattr(handle, "input_details", None)
+        if getattr(details, "modality", "audio") == "text" and not self._open_user_turns:
+            self._deferred_replies.append(handle)
+        else:
+            self._reply_rows[handle] = self.service.open_turn(ChatType.AGENT)
+        handle.add_done_callback(self._on_speech_done)
+
+    def _open_deferred_replies(self) -> None:
+        """Give the typed-input replies waiting for their place a row now, in order."""
+        for handle in self._deferred_replies:
+            self._reply_rows[handle] = self.service.open_turn(ChatType.AGENT)
+        self._deferred_replies.clear()
 
     @_guarded
-    def _on_speech_done(self, reply: Turn, handle: Any) -> None:
+    def _on_speech_done(self, handle: Any) -> None:
         self._replies_in_flight.discard(handle)
+        if handle in self._deferred_replies:  # no typed message came: a greeting, or cut early
+            self._open_deferred_replies()
+        reply = self._reply_rows.pop(handle, None)
+        if reply is None:
+            return
         messages = [item for item in handle.chat_items
                     if getattr(item, "type", None) == "message" and item.role == "assistant"]
         text = "\n".join(t for t in (clean_transcript(m.text_content) for m in messages) if t)
         interrupted = any(m.interrupted for m in messages) or bool(handle.interrupted)
-        self.service.update_turn(reply, text, interrupted=interrupted, seal=True)
+        self.service.update_turn(reply, text, interrupted=interrupted, seal=True,
+                                 meta=_reply_meta(messages))
 
     @_guarded
     def on_conversation_item_added(self, event: Any) -> None:
@@ -113,9 +151,11 @@ class ChatCapture:
         text = clean_transcript(item.text_content)
         pending = self._take_matching_user_turn(text)
         if pending is None:
-            self.service.add_message(ChatType.USER, text)
-            return
-        self.service.update_turn(pending.turn, text or pending.text, seal=True)
+            self.service.add_message(ChatType.USER, text, meta=_meta(item) or None)
+        else:
+            meta = _meta(item, pending.language)
+            self.service.update_turn(pending.turn, text or pending.text, seal=True, meta=meta or None)
+        self._open_deferred_replies()  # the typed message is stored: now its reply's place
 
     def _take_matching_user_turn(self, text: str) -> _UserTurn | None:
         # The committed text is the turn's finals joined; prefer an exact match, else the oldest.
@@ -144,6 +184,20 @@ class ChatCapture:
             self.service.update_turn(pending.turn, pending.text, seal=True)
         self._open_user_turns.clear()
         await self.service.cleanup(reason)
+
+
+def _meta(message: Any, language: str | None = None) -> TurnMeta:
+    return turn_meta_from_livekit(getattr(message, "metrics", None), language)
+
+
+def _reply_meta(messages: list[Any]) -> TurnMeta | None:
+    # A reply with tool calls can say several messages; the first one's audio is what the child
+    # waited for, so its measurements are the reply's.
+    for message in messages:
+        meta = _meta(message)
+        if meta:
+            return meta
+    return None
 
 
 async def _playout_done(handle: Any) -> None:

@@ -98,6 +98,8 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
                      "  voicelog backups show backups/2026-05-01/3f2c9a1e-..._6825ddba3978.json")
     parser.add_argument("session", metavar="SESSION", help="session id (or a unique start of it), or a backup file")
     parser.add_argument("--json", action="store_true", help="the session in the backup format")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also each turn's language and what LiveKit measured (waits, in ms)")
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -268,7 +270,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print_json(session_json(view))
     else:
-        show_session(Console(), view)
+        show_session(Console(), view, verbose=args.verbose)
     return 0
 
 

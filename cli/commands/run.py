@@ -38,6 +38,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     sim.add_argument("--json", action="store_true", help="print a machine-readable summary")
     sim.set_defaults(handler=cmd_simulate, quiet_logs=True)
 
+    talk = commands.add_parser(
+        "talk", help="type as the child and read the toy's replies, through the production entrypoint",
+        description="A text console to the agent `start` runs (your agent.factory, or the built-in one), "
+                    "with no LiveKit server: each line you type (or pipe) is the child's turn, the toy's "
+                    "reply is printed, and the session is captured, remembered and delivered like a real "
+                    "one. With agent.stt/llm/tts set to \"scripted\" it needs no credentials at all.",
+        epilog="exit codes: 0 end of input after the last reply; 1 the session failed; 2 bad arguments "
+               "or an agent that cannot be loaded; 130 Ctrl-C (the session is still flushed)\n"
+               "example:\n  printf 'hello\\nwhat is my name?\\n' | VOICELOG__AGENT__STT=scripted "
+               "VOICELOG__AGENT__LLM=scripted VOICELOG__AGENT__TTS=scripted voicelog talk --mac 68:25:dd:ba:39:78",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    talk.add_argument("--mac", required=True, help="the toy's MAC address (any common notation)")
+    talk.add_argument("--session", help="the session id (room name); default <uuid4>_<mac hex> as the gateway makes")
+    talk.set_defaults(handler=cmd_talk, quiet_logs=True)
+
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM."""
@@ -45,10 +60,34 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
     from voicelog.agent.worker import build_server, check_livekit_env
 
     check_livekit_env()
+    _load_agent_or_fail(settings)
     if args.config:
         # Job processes load config themselves; point them at the same file.
         os.environ["VOICELOG_CONFIG"] = str(Path(args.config).resolve())
     return asyncio.run(run_daemon(settings, build_server(settings)))
+
+
+def cmd_talk(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one typed session through the production entrypoint."""
+    from voicelog.agent.talk import talk
+
+    if args.session is not None and not args.session.strip():
+        print("voicelog: --session must not be empty", file=sys.stderr)
+        return 2
+    return asyncio.run(talk(settings, args.mac, args.session))
+
+
+def _load_agent_or_fail(settings: Settings) -> None:
+    """Import the agent factory and plugins now, so a broken one stops start before any session."""
+    from voicelog.agent.factory import FactoryError
+    from voicelog.agent.models import ModelSetupError
+    from voicelog.agent.worker import prepare_agent
+    from voicelog.services.config import ConfigError
+
+    try:
+        prepare_agent(settings)
+    except (FactoryError, ModelSetupError) as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def cmd_ship(settings: Settings, args: argparse.Namespace) -> int:

@@ -75,7 +75,7 @@ def _ended_at(started_ms: int, ended_ms: int) -> str:
     return when(ended_ms)[11:] if when(started_ms)[:10] == when(ended_ms)[:10] else when(ended_ms)
 
 
-def show_session(console: Console, view: SessionView) -> None:
+def show_session(console: Console, view: SessionView, *, verbose: bool = False) -> None:
     """``backups show``: who said what, when, and what became of each turn."""
     s = view.session
     console.print(f"[bold]Session[/] {escape(s.session_id)}", highlight=False)
@@ -90,10 +90,30 @@ def show_session(console: Console, view: SessionView) -> None:
     where = "not in this box's spool" if view.source == "backup" else "read from the spool"
     console.print(f"Backup  {view.backup_path or 'not written yet'} ({where})", highlight=False,
                   markup=False, soft_wrap=True)
-    console.print(conversation_table(view.turns))
+    console.print(conversation_table(view.turns, verbose=verbose))
 
 
-def conversation_table(turns: Iterable[Turn]) -> Table:
+# How ``--verbose`` names each measurement (all in ms), in the order a turn goes through them.
+MEASURED = (("e2e_latency_ms", "waited"), ("end_of_turn_delay_ms", "end of turn"),
+            ("transcription_delay_ms", "transcript"), ("llm_node_ttft_ms", "llm first token"),
+            ("llm_node_ttfs_ms", "llm first sentence"), ("tts_node_ttfb_ms", "tts first audio"),
+            ("playback_latency_ms", "playback"))
+
+
+def measured_line(turn: Turn) -> str:
+    """A turn's language and measurements in words (empty when nothing was measured)."""
+    if turn.meta is None:
+        return ""
+    parts = [f"language {turn.meta.language}"] if turn.meta.language else []
+    metrics = turn.meta.metrics
+    if "started_speaking_at_ms" in metrics and "stopped_speaking_at_ms" in metrics:
+        spoke = (metrics["stopped_speaking_at_ms"] - metrics["started_speaking_at_ms"]) / 1000
+        parts.append(f"spoke {spoke:.1f} s")
+    parts += [f"{label} {metrics[key]:g} ms" for key, label in MEASURED if key in metrics]
+    return " · ".join(parts)
+
+
+def conversation_table(turns: Iterable[Turn], *, verbose: bool = False) -> Table:
     """The conversation, one row per turn, with interruptions and delivery errors marked."""
     table = Table(header_style="bold", box=box.SIMPLE_HEAD)
     table.add_column("#", justify="right")
@@ -106,6 +126,8 @@ def conversation_table(turns: Iterable[Turn]) -> Table:
         said = Text(turn.content)
         if turn.interrupted:
             said.append(" [interrupted]", style="italic yellow")
+        if verbose and measured_line(turn):
+            said.append(f"\n· {measured_line(turn)}", style="dim")
         if turn.last_error and turn.status is not TurnStatus.DELIVERED:
             repeated = shown is not None and shown[0] == turn.last_error
             said.append(f"\n↳ same as #{shown[1]}" if repeated else f"\n↳ {turn.last_error}", style="red")

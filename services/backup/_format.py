@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from voicelog.services.domain import ChatType, SessionRecord, Turn, TurnStatus
+from voicelog.services.domain import ChatType, SessionRecord, Turn, TurnStatus, checked_turn_meta
 
 BACKUP_FORMAT = "voicelog.session-backup"
-BACKUP_VERSION = 1
+BACKUP_VERSION = 2  # 2 added each turn's optional "language" and "metrics"
+READABLE_VERSIONS = (1, 2)  # every version this voicelog lists, shows, verifies and replays
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -95,7 +96,18 @@ def _turn_entry(turn: Turn) -> dict[str, Any]:
         "attempts": turn.attempts,
         "last_error": turn.last_error,
         "delivered_at": iso_ms(turn.delivered_ms),
+        **_meta_fields(turn),
     }
+
+
+def _meta_fields(turn: Turn) -> dict[str, Any]:
+    # Only what was measured: a turn without measurements looks as it did in version 1.
+    fields: dict[str, Any] = {}
+    if turn.meta is not None and turn.meta.language is not None:
+        fields["language"] = turn.meta.language
+    if turn.meta is not None and turn.meta.metrics:
+        fields["metrics"] = dict(turn.meta.metrics)
+    return fields
 
 
 def document_records(path: Path, document: dict[str, Any]) -> Backup:
@@ -111,7 +123,8 @@ def document_records(path: Path, document: dict[str, Any]) -> Backup:
     turns = tuple(
         Turn(session_id, t["seq"], ChatType(t["chat_type"]), t["content"], t["report_time_ms"],
              iso_to_ms(t["captured_at"]) or 0, t["interrupted"], TurnStatus(t["status"]),
-             t["attempts"], t["last_error"], 0, None, iso_to_ms(t["delivered_at"]))
+             t["attempts"], t["last_error"], 0, None, iso_to_ms(t["delivered_at"]),
+             checked_turn_meta(t.get("metrics") or {}, t.get("language")) or None)
         for t in document["turns"])
     return Backup(path, session, turns, iso_to_ms(document["written_at"]) or 0)
 

@@ -11,6 +11,7 @@ and recovery reads every file at start) and returns records. Errors form one sma
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -18,8 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from voicelog.services.backup._format import BACKUP_FORMAT, BACKUP_VERSION, Backup, document_records
-from voicelog.services.domain import TurnStatus
+from voicelog.services.backup._format import (
+    BACKUP_FORMAT,
+    BACKUP_VERSION,
+    READABLE_VERSIONS,
+    Backup,
+    document_records,
+)
+from voicelog.services.domain import METRIC_KEYS, TurnStatus
 
 _DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MAC = re.compile(r"^([0-9a-f]{2}(:[0-9a-f]{2}){5}|unknown)$")
@@ -72,13 +79,14 @@ def problems(document: dict[str, Any], limit: int = 5) -> list[str]:
     if document.get("format") != BACKUP_FORMAT:
         return [f"format: {document.get('format')!r} is not {BACKUP_FORMAT!r}; not a voicelog backup"]
     version = document.get("version")
-    if version != BACKUP_VERSION:
-        return [f"version: {version!r} is not known to this voicelog (it reads version {BACKUP_VERSION})"]
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        known = ", ".join(map(str, READABLE_VERSIONS))
+        return [f"version: {version!r} is not known to this voicelog (it reads versions {known})"]
     found = list(_session_problems(document))
     turns = document.get("turns")
     if isinstance(turns, list):
         for index, turn in enumerate(turns):
-            found += _turn_problems(turn, f"turns[{index}]")
+            found += _turn_problems(turn, f"turns[{index}]", version)
             if len(found) > limit:
                 break
     if len(found) > limit:
@@ -96,19 +104,28 @@ def _session_problems(document: dict[str, Any]) -> Iterator[str]:
         "skipped_empty_turns": _count, "written_at": _time})
 
 
-def _turn_problems(turn: Any, where: str) -> list[str]:
+def _turn_problems(turn: Any, where: str, version: int) -> list[str]:
     if not isinstance(turn, dict):
         return [f"{where}: is not an object"]
+    # Version 2 turns may also say what LiveKit measured and the language (both optional).
+    optional = {"language": _nullable(_string(1, 35)), "metrics": _metrics} if version >= 2 else {}
     return list(_fields(turn, f"{where}.", {
         "id": _matching(_TURN_ID), "seq": _integer(1, _MAX_INT), "chat_type": _one_of((1, 2)),
         "role": _one_of(("user", "agent")), "content": _string(), "report_time_ms": _ms,
         "captured_at": _time, "interrupted": _boolean, "status": _one_of(_STATUSES),
-        "attempts": _count, "last_error": _nullable(_string()), "delivered_at": _nullable(_time)}))
+        "attempts": _count, "last_error": _nullable(_string()), "delivered_at": _nullable(_time)},
+        optional))
 
 
-def _fields(entry: dict[str, Any], prefix: str, checks: dict[str, Any]) -> Iterator[str]:
-    for key in sorted(set(entry) - set(checks)):
+def _fields(entry: dict[str, Any], prefix: str, checks: dict[str, Any],
+            optional: dict[str, Any] | None = None) -> Iterator[str]:
+    optional = optional or {}
+    for key in sorted(set(entry) - set(checks) - set(optional)):
         yield f"{prefix}{key}: unexpected field"
+    for key in sorted(set(entry) & set(optional)):
+        why = optional[key](entry[key])
+        if why:
+            yield f"{prefix}{key}: {why}"
     for key, check in checks.items():
         if key not in entry:
             yield f"{prefix[:-1] or '(document)'}: {key!r} is a required field"
@@ -171,6 +188,17 @@ def _one_of(allowed: tuple[Any, ...]) -> Any:
     return check
 
 
+def _metrics(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"{_short(value)} is not an object"
+    for key, number in value.items():
+        if key not in METRIC_KEYS:
+            return f"{_short(key)} is not a known measurement ({', '.join(METRIC_KEYS)})"
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            return f"{key}: {_short(number)} is not a finite number"
+    return None
+
+
 def _nullable(check: Any) -> Any:
     return lambda value: None if value is None else check(value)
 
@@ -202,7 +230,7 @@ def read_document(path: Path) -> dict[str, Any]:
     """Read and check one backup file, as its JSON document; BackupError says why not."""
     document = load_document(path)
     version = document.get("version")
-    newer = isinstance(version, int) and not isinstance(version, bool) and version > BACKUP_VERSION
+    newer = isinstance(version, int) and not isinstance(version, bool) and version > max(READABLE_VERSIONS)
     if newer and document.get("format") == BACKUP_FORMAT:
         raise BackupTooNew(f"backup version {version} is newer than this voicelog's {BACKUP_VERSION}")
     found = problems(document)

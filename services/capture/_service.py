@@ -25,6 +25,7 @@ from voicelog.services.domain import (
     DeviceIdentity,
     ReportClock,
     Turn,
+    TurnMeta,
     TurnStatus,
     clean_transcript,
     is_cut,
@@ -123,9 +124,9 @@ class ChatHistoryService:
         return self.identity.session_id
 
     def add_message(self, chat_type: ChatType | int, content: object, timestamp: float | None = None,
-                    *, interrupted: bool = False) -> Turn | None:
+                    *, interrupted: bool = False, meta: TurnMeta | None = None) -> Turn | None:
         """Store a finished turn durably; None when it was empty (counted, not stored)."""
-        return self._new_turn(chat_type, content, timestamp, interrupted, TurnStatus.PENDING)
+        return self._new_turn(chat_type, content, timestamp, interrupted, TurnStatus.PENDING, meta=meta)
 
     def open_turn(self, chat_type: ChatType | int, content: object = "",
                   timestamp: float | None = None) -> Turn:
@@ -135,8 +136,11 @@ class ChatHistoryService:
         return turn
 
     def update_turn(self, turn: Turn, content: object, *, interrupted: bool = False,
-                    seal: bool = False) -> None:
-        """Replace an open turn's text as more arrives; ``seal`` hands it to delivery."""
+                    seal: bool = False, meta: TurnMeta | None = None) -> None:
+        """Replace an open turn's text as more arrives; ``seal`` hands it to delivery.
+
+        ``meta`` (LiveKit's measurements, the STT language) is kept with the turn when given.
+        """
         text = clean_transcript(content)
         if seal and not text:
             self._persist(lambda: self.spool.skip_open_turn(turn.session_id, turn.seq,
@@ -144,7 +148,7 @@ class ChatHistoryService:
             self.stats.skipped_empty += 1
             return
         self._note_cut(turn.seq, text)
-        self._persist(lambda: self._update(turn, text, interrupted, seal))
+        self._persist(lambda: self._update(turn, text, interrupted, seal, meta))
 
     def _note_cut(self, seq: int, text: str) -> None:
         # Counted once per turn, however often its growing text is cut.
@@ -153,13 +157,14 @@ class ChatHistoryService:
             self.stats.cut_turns += 1
             self._log.warning("turn_cut_at_cap", seq=seq, chars=len(text))
 
-    def _update(self, turn: Turn, text: str, interrupted: bool, seal: bool) -> None:
-        if not self.spool.update_open_turn(turn.session_id, turn.seq, content=text,
-                                           interrupted=interrupted, seal=seal, now_ms=self._now()):
+    def _update(self, turn: Turn, text: str, interrupted: bool, seal: bool, meta: TurnMeta | None) -> None:
+        if not self.spool.update_open_turn(turn.session_id, turn.seq, content=text, interrupted=interrupted,
+                                           seal=seal, now_ms=self._now(), meta=meta):
             self._log.warning("turn_not_open", seq=turn.seq)
 
     def _new_turn(self, chat_type: ChatType | int, content: object, timestamp: float | None,
-                  interrupted: bool, status: TurnStatus, allow_empty: bool = False) -> Turn | None:
+                  interrupted: bool, status: TurnStatus, allow_empty: bool = False,
+                  meta: TurnMeta | None = None) -> Turn | None:
         text = clean_transcript(content)
         if not text and not allow_empty:
             self.stats.skipped_empty += 1
@@ -169,7 +174,7 @@ class ChatHistoryService:
         self._note_cut(self._next_seq, text)
         captured_ms = self._now() if timestamp is None else int(timestamp * 1000)
         turn = Turn(self.session_id, self._next_seq, ChatType(chat_type), text,
-                    self._clock.next(captured_ms), captured_ms, interrupted, status)
+                    self._clock.next(captured_ms), captured_ms, interrupted, status, meta=meta or None)
         self._next_seq += 1
         self._persist(lambda: self.spool.insert_turn(turn), new_turn=True)
         self._log.debug("turn_captured", seq=turn.seq, chat_type=int(turn.chat_type),

@@ -6,7 +6,7 @@ __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_choices": ("ApiMode", "Durability", "LogFormat", "LogLevel", "ReportTimeUnit"),
     "_types": ("ConfigError", "Secret"),
     "_model": ("AgentSettings", "ChatHistorySettings", "HttpSettings", "LoggingSettings",
-               "ManagerApiSettings", "MqttSettings", "Settings", "ShipperSettings"),
+               "ManagerApiSettings", "MqttSettings", "PluginModel", "Settings", "ShipperSettings"),
     "_load": ("CONFIG_ENV", "ENV_PREFIX", "load_settings"),
     "_render": ("render_config_yaml",),
 })

@@ -7,10 +7,12 @@ JSON schema (``Settings.model_json_schema()``) are all derived from these declar
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import MappingProxyType
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from voicelog.services.config._choices import ApiMode, Durability, LogFormat, LogLevel, ReportTimeUnit
 from voicelog.services.config._types import (
@@ -131,19 +133,56 @@ class ShipperSettings(_Frozen):
         return self
 
 
+class PluginModel(_Frozen):
+    """A model built from a LiveKit plugin package (livekit-plugins-<plugin>) with its options."""
+
+    plugin: Text = Field(description="The plugin: openai -> livekit.plugins.openai (its STT, LLM or TTS class).")
+    model: Text = Field("", description="The model name; empty = the plugin's default.")
+    base_url: Text = Field("", description="Where the service answers, e.g. an OpenAI-compatible server.")
+    api_key_env: Text = Field("", description="Environment variable holding the API key (never the key itself).")
+    options: dict[str, bool | int | float | str] = Field(default_factory=dict, description=(
+        "More keyword arguments for the plugin's class, e.g. {temperature: 0.7}."))
+
+    @model_validator(mode="after")
+    def _plugin_is_a_module_name(self) -> PluginModel:
+        if not _PLUGIN_NAME.fullmatch(self.plugin):
+            raise ValueError(f"plugin {self.plugin!r} must be a plugin's module name, e.g. openai or deepgram")
+        return self
+
+
+_PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_FACTORY = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
+def _factory_spec(value: str) -> str:
+    if value and not _FACTORY.fullmatch(value):
+        raise ValueError(f"{value!r} must be \"package.module:function\" (like gunicorn's module:app)")
+    return value
+
+
+ModelChoice = Text | PluginModel
+
+
 class AgentSettings(_Frozen):
-    """The LiveKit agent: models (LiveKit inference descriptors) and instructions."""
+    """The LiveKit agent: your own (a factory) or the built-in one, its models and instructions."""
 
     agent_name: Text = Field("", description=(
         "LiveKit agent name for explicit dispatch; empty = automatic dispatch."))
+    factory: Annotated[Text, AfterValidator(_factory_spec)] = Field("", description=(
+        'Your own agent: "package.module:function", imported once per job process and called for\n'
+        "each session with a FactoryContext (device identity, settings, remembered turns); it returns\n"
+        "a livekit Agent or voicelog AgentParts (docs/own-agent.md). Empty = the built-in agent below."))
     instructions: Text = Field(
         "You are a friendly, patient companion for a child. Keep answers short.",
-        description="The agent's instructions (its system prompt).")
-    stt: Text = Field("deepgram/nova-3", description=(
-        'Speech-to-text model as a LiveKit inference descriptor "provider/model"; credentials come\n'
-        "from the environment (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET are required for start)."))
-    llm: Text = Field("openai/gpt-4.1-mini", description='Language model, "provider/model" likewise.')
-    tts: Text = Field("cartesia/sonic-2", description='Text-to-speech model, "provider/model" likewise.')
+        description="The built-in agent's instructions (its system prompt).")
+    stt: ModelChoice = Field("deepgram/nova-3", description=(
+        'Speech-to-text: a LiveKit inference descriptor "provider/model" (credentials from LIVEKIT_URL,\n'
+        'LIVEKIT_API_KEY, LIVEKIT_API_SECRET), "scripted" (no credentials: what simulate and talk use),\n'
+        "or a plugin: {plugin: deepgram, model: nova-3, api_key_env: DEEPGRAM_API_KEY}."))
+    llm: ModelChoice = Field("openai/gpt-4.1-mini", description=(
+        "Language model, likewise; e.g. an OpenAI-compatible server:\n"
+        "{plugin: openai, model: qwen2.5, base_url: http://10.0.0.7:8000/v1, api_key_env: LLM_KEY}"))
+    tts: ModelChoice = Field("cartesia/sonic-2", description="Text-to-speech model, likewise.")
     language: Text = Field("en", description="Language of the conversations (a language code).")
 
 

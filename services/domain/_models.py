@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+
+from voicelog.services.domain._turn_meta import TurnMeta
 
 
 class ChatType(IntEnum):
@@ -49,6 +51,8 @@ class Turn:
     next_attempt_ms: int = 0
     wire_time: int | None = None
     delivered_ms: int | None = None
+    # What LiveKit measured and the STT language; kept locally, never delivered.
+    meta: TurnMeta | None = field(default=None, compare=False)
 
     @property
     def turn_id(self) -> str:

@@ -2,7 +2,9 @@
 
 Delivery outcomes are counted where they happen (the shipper, in this process). Capture
 happens in job processes, so "captured", "skipped", the backlog and the spool size are read
-from the spool itself (``SpoolStats``) on each scrape and applied with ``Metrics.apply``.
+from the spool itself (``SpoolStats``) on each scrape and applied with ``Metrics.apply``; so are
+the per-turn measurements (how long the child waited for the toy, LLM and TTS first output) of
+turns sealed since this process started.
 """
 
 from __future__ import annotations
@@ -21,11 +23,22 @@ from prometheus_client import (
     generate_latest,
 )
 
-from voicelog.services.domain import UNDELIVERED, WAITING
+from voicelog.services.domain import UNDELIVERED, WAITING, TurnMeta
 from voicelog.services.spool import open_spool
 
 BACKLOG_STATUSES = UNDELIVERED
 READY_PROBE_KEY = "ready_probe_ms"
+# Per-turn measurement (ms, in TurnMeta) -> histogram name, help, buckets in seconds.
+_WAIT_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0)
+_STEP_BUCKETS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0)
+TURN_HISTOGRAMS = {
+    "e2e_latency_ms": ("voicelog_response_latency_seconds", "How long the child waited: end of the "
+                       "child's speech to the first audio of the toy's reply", _WAIT_BUCKETS),
+    "end_of_turn_delay_ms": ("voicelog_end_of_turn_delay_seconds", "End of the child's speech to "
+                             "the decision that the turn is over", _STEP_BUCKETS),
+    "llm_node_ttft_ms": ("voicelog_llm_ttft_seconds", "LLM time to first token, per reply", _STEP_BUCKETS),
+    "tts_node_ttfb_ms": ("voicelog_tts_ttfb_seconds", "TTS time to first audio, per reply", _STEP_BUCKETS),
+}
 
 
 class Metrics:
@@ -55,10 +68,13 @@ class Metrics:
                                        "1 if the Manager answered the last health probe", registry=r)
         self.last_delivery = Gauge("voicelog_last_delivery_timestamp_seconds",
                                    "When a turn was last delivered (0: not since start)", registry=r)
+        self.per_turn = {key: Histogram(name, text, registry=r, buckets=buckets)
+                         for key, (name, text, buckets) in TURN_HISTOGRAMS.items()}
         self.manager_auth_ok.set(1)
         for event in ("captured", "delivered", "parked", "dead_letter", "skipped"):
             self.turns.labels(event=event)  # present from the first scrape, at 0
         self._seen: dict[str, int] = {}
+        self._applied: SpoolSnapshot | None = None
 
     def turn_event(self, event: str, count: int = 1) -> None:
         """Count turns reaching a state."""
@@ -83,6 +99,16 @@ class Metrics:
         self.sessions_active.set(snapshot.sessions_active)
         self._advance("captured", sum(snapshot.counts.values()))
         self._advance("skipped", snapshot.skipped)
+        if snapshot is not self._applied:  # a cached snapshot applied again observes nothing twice
+            self._applied = snapshot
+            self.observe_turns(snapshot.measured)
+
+    def observe_turns(self, measured: tuple[TurnMeta, ...]) -> None:
+        """Put each turn's measurements into the per-turn histograms (in seconds)."""
+        for meta in measured:
+            for key, histogram in self.per_turn.items():
+                if key in meta.metrics:
+                    histogram.observe(meta.metrics[key] / 1000)
 
     def _advance(self, event: str, total: int) -> None:
         # The spool's totals shrink when retention prunes; a counter only moves on by growth.
@@ -106,6 +132,7 @@ class SpoolSnapshot:
     oldest_waiting_ms: int | None = None
     spool_bytes: int = 0
     taken_ms: int = 0
+    measured: tuple[TurnMeta, ...] = ()  # turns sealed with measurements since the last read
 
     @property
     def waiting(self) -> int:
@@ -126,6 +153,9 @@ class SpoolStats:
         self._lock = threading.Lock()  # one query at a time on this connection
         self._max_age = max_age
         self._cached: dict[str, tuple[float, object]] = {}
+        # Turns stored before this process started are not this process's to observe.
+        self._measured_after = self._spool.last_turn_position()
+        self._observed: set[int] = set()  # sealed turns seen above the mark (an older one is open)
 
     async def snapshot(self) -> SpoolSnapshot:
         """A recent snapshot, read in a thread when the cached one is too old."""
@@ -149,7 +179,19 @@ class SpoolStats:
             active, skipped, oldest = self._spool.totals(WAITING)
             return SpoolSnapshot(counts=counts, skipped=int(skipped), sessions_active=int(active),
                                  oldest_waiting_ms=oldest, spool_bytes=self._spool.size_bytes(),
-                                 taken_ms=time.time_ns() // 1_000_000)
+                                 taken_ms=time.time_ns() // 1_000_000, measured=self._newly_measured())
+
+    def _newly_measured(self) -> tuple[TurnMeta, ...]:
+        """Measured turns sealed since the last read, each returned once."""
+        rows, lowest_open = self._spool.measured_turns(self._measured_after)
+        fresh = tuple(meta for position, meta in rows if position not in self._observed)
+        self._observed.update(position for position, _ in rows)
+        # Move the mark up to the oldest turn still open: everything below it is sealed for good.
+        newest = max((position for position, _ in rows), default=self._measured_after)
+        mark = newest if lowest_open is None else min(newest, lowest_open - 1)
+        self._measured_after = max(self._measured_after, mark)
+        self._observed = {p for p in self._observed if p > self._measured_after}
+        return fresh
 
     def probe_write(self) -> str | None:
         """Commit one tiny write; None when the spool takes it, else why not."""

@@ -11,6 +11,7 @@ from voicelog.services.spool._schema import SESSION_FIELDS, TURN_FIELDS
 # --- meta -------------------------------------------------------------------------------------
 SCHEMA_VERSION_GET = "SELECT value FROM meta WHERE key='schema_version'"
 SCHEMA_VERSION_SET = "INSERT INTO meta VALUES ('schema_version', ?)"
+TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
 META_SET = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 CHECKPOINT_PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
@@ -63,9 +64,9 @@ SESSION_STILL_EXPIRED = (
 
 # --- turns ------------------------------------------------------------------------------------
 TURN_INSERT = (f"INSERT INTO turns ({TURN_FIELDS}, updated_ms) VALUES"
-               " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-TURN_UPDATE_OPEN = ("UPDATE turns SET content=?, interrupted=?, status=?, updated_ms=?"
-                    " WHERE session_id=? AND seq=? AND status='open'")
+               " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+TURN_UPDATE_OPEN = ("UPDATE turns SET content=?, interrupted=?, status=?, meta=COALESCE(?, meta),"
+                    " updated_ms=? WHERE session_id=? AND seq=? AND status='open'")
 TURN_SKIP_OPEN = ("UPDATE turns SET status='skipped', updated_ms=? WHERE session_id=? AND seq=?"
                   " AND status='open'")
 TURNS_SEAL_OPEN = ("UPDATE turns SET status='pending', updated_ms=? WHERE session_id=?"
@@ -88,6 +89,12 @@ TURNS_IN_STATUS = (
     " WHERE t.status IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR t.session_id=?2)"
     " AND (?3 IS NULL OR s.mac=?3) ORDER BY t.session_id, t.seq")
 TURNS_DELETE_OF_SESSION = "DELETE FROM turns WHERE session_id=?"
+# Measured turns in insertion order (rowid), for /metrics; a turn still open may get its
+# measurements later, so the lowest open rowid bounds how far a reader may move on.
+TURNS_MEASURED_AFTER = ("SELECT rowid, meta FROM turns WHERE rowid > ? AND status<>'open'"
+                        " AND meta IS NOT NULL ORDER BY rowid")
+TURN_LOWEST_OPEN = "SELECT MIN(rowid) FROM turns WHERE status='open'"
+TURN_LAST_ROWID = "SELECT COALESCE(MAX(rowid), 0) FROM turns"
 
 # --- losses -----------------------------------------------------------------------------------
 LOSS_INSERT = "INSERT INTO losses VALUES (?, ?, ?, ?, ?)"

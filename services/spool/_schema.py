@@ -1,14 +1,17 @@
-"""The spool's tables and how their rows become records.
+"""The spool's tables, how an older file is brought up to date, and how rows become records.
 
 Bump SCHEMA_VERSION when an older voicelog could no longer use the tables; an added table
-is not such a change (older code ignores it), so ``losses`` kept version 1.
+is not such a change (older code ignores it), so ``losses`` kept version 1. Version 2 added
+``turns.meta`` (what LiveKit measured about the turn, and its language, as JSON): an older
+voicelog would rebuild a damaged file without it. ``MIGRATIONS`` brings a version-1 file up
+to date inside the same transaction that stamps the new version.
 """
 
 from __future__ import annotations
 
-from voicelog.services.domain import ChatType, SessionRecord, Turn, TurnStatus
+from voicelog.services.domain import ChatType, SessionRecord, Turn, TurnStatus, turn_meta_from_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -42,6 +45,7 @@ SCHEMA = (
         parts_sent INTEGER NOT NULL DEFAULT 0,
         delivered_ms INTEGER,
         updated_ms INTEGER NOT NULL,
+        meta TEXT,
         UNIQUE (session_id, seq))""",
     "CREATE INDEX IF NOT EXISTS turns_by_status ON turns (status, session_id, seq)",
     # What could not be kept, counted where support staff and the shipper can see it:
@@ -54,16 +58,21 @@ SCHEMA = (
         detail TEXT)""",
 )
 
+# From version N-1 to N; each statement runs only when its column is missing (see _connection).
+MIGRATIONS: dict[int, tuple[tuple[str, str, str], ...]] = {
+    2: (("turns", "meta", "ALTER TABLE turns ADD COLUMN meta TEXT"),),
+}
+
 TURN_COLUMNS = ("session_id", "seq", "chat_type", "content", "report_ms", "captured_ms",
                 "interrupted", "status", "attempts", "last_error", "next_attempt_ms", "wire_time",
-                "parts_sent", "delivered_ms", "updated_ms")
+                "parts_sent", "delivered_ms", "updated_ms", "meta")
 SESSION_COLUMNS = ("session_id", "mac", "mac_valid", "mac_source", "started_ms", "ended_ms",
                    "end_reason", "owner", "agent_id", "skipped", "last_wire_time",
                    "flush_requested", "updated_ms")
 
 # The columns read into records, in the order turn_record / session_record unpack them.
 TURN_FIELDS = ("session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, "
-               "status, attempts, last_error, next_attempt_ms, wire_time, delivered_ms")
+               "status, attempts, last_error, next_attempt_ms, wire_time, delivered_ms, meta")
 SESSION_FIELDS = ("session_id, mac, mac_valid, mac_source, started_ms, ended_ms, end_reason, "
                   "owner, agent_id, skipped, last_wire_time")
 
@@ -71,10 +80,10 @@ SESSION_FIELDS = ("session_id, mac, mac_valid, mac_source, started_ms, ended_ms,
 def turn_record(row: tuple) -> Turn:
     """A Turn from a row of TURN_FIELDS."""
     (session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, status,
-     attempts, last_error, next_attempt_ms, wire_time, delivered_ms) = row
+     attempts, last_error, next_attempt_ms, wire_time, delivered_ms, meta) = row
     return Turn(session_id, seq, ChatType(chat_type), content, report_ms, captured_ms,
                 bool(interrupted), TurnStatus(status), attempts, last_error, next_attempt_ms,
-                wire_time, delivered_ms)
+                wire_time, delivered_ms, turn_meta_from_json(meta))
 
 
 def session_record(row: tuple) -> SessionRecord:
@@ -89,7 +98,8 @@ def turn_row(turn: Turn, updated_ms: int) -> tuple:
     """A row of TURN_COLUMNS from a Turn (parts_sent starts at 0)."""
     return (turn.session_id, turn.seq, int(turn.chat_type), turn.content, turn.report_ms,
             turn.captured_ms, int(turn.interrupted), turn.status.value, turn.attempts,
-            turn.last_error, turn.next_attempt_ms, turn.wire_time, 0, turn.delivered_ms, updated_ms)
+            turn.last_error, turn.next_attempt_ms, turn.wire_time, 0, turn.delivered_ms, updated_ms,
+            turn.meta.to_json() if turn.meta else None)
 
 
 def session_row(session: SessionRecord, updated_ms: int) -> tuple:

@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from voicelog.services.domain import DONE, SessionRecord, Turn, TurnStatus, wall_ms
+from voicelog.services.domain import (
+    DONE,
+    SessionRecord,
+    Turn,
+    TurnMeta,
+    TurnStatus,
+    turn_meta_from_json,
+    wall_ms,
+)
 from voicelog.services.sealing import ContentCipher, is_sealed
 from voicelog.services.spool import _queries as q
 from voicelog.services.spool._connection import SpoolConnection
@@ -134,16 +142,18 @@ class Spool:
                 turn.session_id, turn.seq, int(turn.chat_type), self._seal(turn.content), turn.report_ms,
                 turn.captured_ms, int(turn.interrupted), turn.status.value, turn.attempts,
                 turn.last_error, turn.next_attempt_ms, turn.wire_time, turn.delivered_ms,
-                turn.captured_ms))
+                turn.meta.to_json() if turn.meta else None, turn.captured_ms))
         except sqlite3.IntegrityError as exc:
             raise DuplicateTurn(f"turn {turn.turn_id} is already stored") from exc
 
     def update_open_turn(self, session_id: str, seq: int, *, content: str,
-                         interrupted: bool = False, seal: bool = False, now_ms: int) -> bool:
-        """Replace an open turn's text, optionally sealing it for delivery; False if not open."""
+                         interrupted: bool = False, seal: bool = False, now_ms: int,
+                         meta: TurnMeta | None = None) -> bool:
+        """Replace an open turn's text (and measurements, if given), optionally sealing it; False if not open."""
         status = TurnStatus.PENDING if seal else TurnStatus.OPEN
-        cursor = self._db.execute(q.TURN_UPDATE_OPEN, (self._seal(content), int(interrupted),
-                                                       status.value, now_ms, session_id, seq))
+        cursor = self._db.execute(q.TURN_UPDATE_OPEN, (
+            self._seal(content), int(interrupted), status.value, meta.to_json() if meta else None,
+            now_ms, session_id, seq))
         return cursor.rowcount == 1
 
     def _seal(self, content: str) -> str:
@@ -252,6 +262,21 @@ class Spool:
         active, skipped = self._db.execute(q.SESSION_TOTALS).fetchone()
         oldest = self._db.execute(q.OLDEST_CAPTURED_IN, (json_list(waiting),)).fetchone()[0]
         return int(active), int(skipped), oldest
+
+    def last_turn_position(self) -> int:
+        """Where the newest stored turn sits in insertion order (0: none); see ``measured_turns``."""
+        return int(self._db.execute(q.TURN_LAST_ROWID).fetchone()[0])
+
+    def measured_turns(self, after: int) -> tuple[list[tuple[int, TurnMeta]], int | None]:
+        """Sealed turns with measurements stored after position ``after``, and the lowest open one.
+
+        Returns ((position, meta), ...) in insertion order and the position of the oldest turn
+        still open (None: none is), before which a reader has seen everything for good.
+        """
+        rows = self._db.execute(q.TURNS_MEASURED_AFTER, (after,)).fetchall()
+        lowest_open = self._db.execute(q.TURN_LOWEST_OPEN).fetchone()[0]
+        measured = [(rowid, meta) for rowid, meta in ((r, turn_meta_from_json(m)) for r, m in rows) if meta]
+        return measured, lowest_open
 
     def set_meta(self, key: str, value: str) -> None:
         """Store one key/value in the spool's meta table (in its own write transaction)."""

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from voicelog.services.backup import iso_ms, session_document
-from voicelog.services.domain import ChatType, TurnStatus, wall_ms
+from voicelog.services.domain import METRIC_KEYS, ChatType, TurnStatus, wall_ms
 from voicelog.services.support._catalog import SessionView
 from voicelog.services.support._verify import VerifyReport
 
+# The measurements (ms) and language close each row before the text; empty when not measured.
 CSV_FIELDS = ("session_id", "mac", "session_started_at", "seq", "role", "captured_at",
               "report_time_ms", "interrupted", "status", "attempts", "last_error", "delivered_at",
-              "content")
+              "language", *METRIC_KEYS, "content")
 # The order statuses are counted in, in ``backups list --json``.
 COUNTED_ORDER = (TurnStatus.DELIVERED, TurnStatus.PENDING, TurnStatus.PARKED, TurnStatus.DEAD_LETTER,
                  TurnStatus.OPEN, TurnStatus.SKIPPED)
@@ -56,7 +57,10 @@ def write_csv(views: Iterable[SessionView], out: IO[str]) -> int:
     rows = 0
     for view in views:
         for turn in view.turns:
+            metrics = dict(turn.meta.metrics) if turn.meta else {}
             writer.writerow({
+                **{key: metrics.get(key, "") for key in METRIC_KEYS},
+                "language": (turn.meta.language if turn.meta else None) or "",
                 "session_id": turn.session_id, "mac": view.session.mac,
                 "session_started_at": iso_ms(view.session.started_ms), "seq": turn.seq,
                 "role": "user" if turn.chat_type == ChatType.USER else "agent",

@@ -30,8 +30,8 @@ from voicelog.services.spool.recovery._quarantine import RecoveryReport, quarant
 from voicelog.services.spool.recovery._salvage import Key, salvage_spool
 
 log = structlog.get_logger("voicelog.recovery")
-_STATUS, _ATTEMPTS, _DELIVERED_MS = TURN_COLUMNS.index("status"), TURN_COLUMNS.index("attempts"), \
-    TURN_COLUMNS.index("delivered_ms")
+_STATUS, _ATTEMPTS, _DELIVERED_MS, _UPDATED_MS = (TURN_COLUMNS.index(c) for c in (
+    "status", "attempts", "delivered_ms", "updated_ms"))
 
 
 def recover(path: Path, backup_dir: Path, reason: str, now_ms: int) -> RecoveryReport:
@@ -94,7 +94,7 @@ def _merge_backups(backup_dir: Path, qdir: Path, turns: dict[Key, tuple], sessio
             elif row[_STATUS] == "delivered" and turns[key][_STATUS] != "delivered":
                 ours = list(turns[key])
                 ours[_STATUS], ours[_ATTEMPTS], ours[_DELIVERED_MS] = "delivered", row[_ATTEMPTS], row[_DELIVERED_MS]
-                ours[-1] = now_ms
+                ours[_UPDATED_MS] = now_ms
                 turns[key] = tuple(ours)
     for session_id, _ in turns:
         if session_id not in sessions:

@@ -113,9 +113,22 @@ def _transplant_first_page(copy: Path, template: Path) -> None:
 
 def _rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
           found: Salvage) -> list[tuple]:
-    """Read a table in rowid order, stepping over regions that cannot be read."""
-    query = f"SELECT rowid, {', '.join(columns)} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+    """Read a table in rowid order, stepping over regions that cannot be read.
+
+    A column an older schema did not have yet reads as NULL, so a version-1 file is salvaged too.
+    """
+    selected = ", ".join(c if c in _present(conn, table, columns) else f"NULL AS {c}" for c in columns)
+    query = f"SELECT rowid, {selected} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?"
     return _scan(conn, query, (), _INT64_MIN, found)
+
+
+def _present(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> set[str]:
+    """The columns the damaged file's table has (all of them when that cannot be read)."""
+    try:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    except sqlite3.DatabaseError:
+        return set(columns)
+    return have or set(columns)
 
 
 def _indexed_seqs(conn: sqlite3.Connection, session_id: str, found: Salvage) -> set[int]:
