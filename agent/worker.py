@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 import structlog
 
+from voicelog.agent.preload import preload_memory
 from voicelog.agent.wiring import attach_capture, host_spool
 from voicelog.services.config import ConfigError, Settings, load_settings
 from voicelog.services.domain import resolve_identity
+from voicelog.services.memory import open_memory_reader
 
 log = structlog.get_logger("voicelog.agent")
 LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
@@ -31,6 +34,8 @@ def _prewarm(proc: Any) -> None:
     settings = load_settings()
     proc.userdata["settings"] = settings
     proc.userdata["spool"] = host_spool(settings, busy_timeout_ms=CAPTURE_BUSY_TIMEOUT_MS)
+    # Reads only: a job never writes Redis (the daemon's writer does); the client connects on use.
+    proc.userdata["memory"] = open_memory_reader(settings, proc.userdata["spool"])
 
 
 async def entrypoint(ctx: Any) -> None:
@@ -38,6 +43,9 @@ async def entrypoint(ctx: Any) -> None:
     from livekit.agents import Agent, AgentSession
 
     settings: Settings = ctx.proc.userdata["settings"]
+    memory = ctx.proc.userdata.get("memory")
+    # Connect to Redis while the device joins, so the read at start pays no handshake.
+    warm = asyncio.ensure_future(memory.warm_up()) if memory is not None else None  # noqa: F841 - kept alive
     await ctx.connect()
     participant = await ctx.wait_for_participant()
     identity = resolve_identity(ctx.job.room.name, participant.attributes, participant.identity)
@@ -46,7 +54,9 @@ async def entrypoint(ctx: Any) -> None:
     capture = attach_capture(session, identity, settings, ctx.proc.userdata["spool"],
                              attributes=dict(participant.attributes))
     ctx.add_shutdown_callback(capture.close)
-    await session.start(agent=Agent(instructions=settings.agent.instructions), room=ctx.room)
+    preloaded = await preload_memory(memory, identity, settings, participant.attributes)
+    agent = Agent(instructions=settings.agent.instructions, chat_ctx=preloaded.chat_ctx)
+    await session.start(agent=agent, room=ctx.room)
 
 
 def build_server(settings: Settings) -> Any:

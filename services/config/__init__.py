@@ -3,7 +3,9 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
+    "_memory": ("MemoryBackend", "MemorySettings"),
+    "_secret": ("Secret",),
     "_settings": ("AgentSettings", "CONFIG_ENV", "ChatHistorySettings", "ConfigError", "ENV_PREFIX",
-        "HttpSettings", "LoggingSettings", "ManagerApiSettings", "MqttSettings", "Secret", "Settings",
+        "HttpSettings", "LoggingSettings", "ManagerApiSettings", "MqttSettings", "Settings",
         "ShipperSettings", "load_settings"),
 })

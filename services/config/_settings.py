@@ -18,6 +18,9 @@ from urllib.parse import urlparse
 
 import yaml
 
+from voicelog.services.config._memory import MemorySettings, memory_checks
+from voicelog.services.config._secret import Secret
+
 ENV_PREFIX = "VOICELOG__"
 CONFIG_ENV = "VOICELOG_CONFIG"
 COMPAT_ENV = {"MANAGER_API_URL": ("manager_api", "url"), "MANAGER_API_SECRET": ("manager_api", "secret")}
@@ -27,33 +30,6 @@ SECTION_ALIASES = {"manager-api": "manager_api", "chat-history": "chat_history"}
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or not allowed; the message names the key."""
-
-
-class Secret:
-    """A string that never shows itself in repr, str or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """Return the real value, for the one place that must send it."""
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self._value else "Secret('')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -131,9 +107,10 @@ class LoggingSettings:
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """The local health and metrics endpoint."""
+    """The local health and metrics endpoint, and the token that opens its /v1 routes."""
 
     listen: str = "127.0.0.1:9464"
+    api_token: Secret = field(default_factory=lambda: Secret(""))
 
 
 @dataclass(frozen=True)
@@ -165,6 +142,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
     source: str = "<defaults>"
 
 
@@ -285,13 +263,14 @@ _CHECKS: dict[str, dict[str, Check]] = {
         "level": _one_of("DEBUG", "INFO", "WARNING", "ERROR"),
         "format": _one_of("auto", "json", "console"), "hash_macs": _boolean,
     },
-    "http": {"listen": _listen},
+    "http": {"listen": _listen, "api_token": _secret},
     "mqtt": {
         "enabled": _boolean, "host": _text, "port": _positive(int), "username": _text,
         "password": _secret, "tls": _boolean, "ca_file": _text, "node_id": _text,
         "topic_prefix": _text, "command_key": _secret, "command_max_age": _positive(float),
         "status_interval": _positive(float),
     },
+    "memory": memory_checks(positive=_positive, boolean=_boolean),
 }
 
 
@@ -354,7 +333,7 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
 
 def _env_scalar(key: str, value: str) -> Any:
     # Secrets and URLs stay strings verbatim; everything else reads like a YAML scalar.
-    if key in ("secret", "url", "password", "command_key", "username"):
+    if key in ("secret", "url", "password", "command_key", "username", "api_token", "redis_url"):
         return value
     try:
         return yaml.safe_load(value)
@@ -396,4 +375,4 @@ def _suggest(name: str, known: Mapping[str, Any]) -> str:
 
 _SECTION_CLASSES = {"manager_api": ManagerApiSettings, "chat_history": ChatHistorySettings,
                     "shipper": ShipperSettings, "agent": AgentSettings, "logging": LoggingSettings,
-                    "http": HttpSettings, "mqtt": MqttSettings}
+                    "http": HttpSettings, "mqtt": MqttSettings, "memory": MemorySettings}

@@ -24,6 +24,8 @@ def test_shipped_config_file_equals_the_embedded_defaults():
     assert from_file.shipper == defaults.shipper
     assert from_file.agent == defaults.agent
     assert from_file.mqtt == defaults.mqtt
+    assert from_file.http == defaults.http
+    assert from_file.memory == defaults.memory
 
 
 def test_every_key_of_the_settings_is_documented_in_config_yaml():
@@ -32,7 +34,7 @@ def test_every_key_of_the_settings_is_documented_in_config_yaml():
 
     text = (REPO / "config.yaml").read_text()
     settings = load_settings(None, environ={})
-    for section in ("manager_api", "chat_history", "shipper", "agent", "logging", "http", "mqtt"):
+    for section in ("manager_api", "chat_history", "shipper", "agent", "logging", "http", "mqtt", "memory"):
         assert f"\n{section}:" in text
         for field in dataclasses.fields(getattr(settings, section)):
             assert f"  {field.name}:" in text, f"{section}.{field.name} is not documented"
@@ -75,6 +77,11 @@ def test_voicelog_config_variable_selects_the_file(tmp_path):
     ("nonsense: {}\n", "unknown section 'nonsense'"),
     ("- a\n- b\n", "must hold a mapping of sections"),
     ("manager_api: [\n", "is not valid YAML"),
+    ("memory:\n  backend: memcached\n", "memory.backend must be one of local, redis"),
+    ("memory:\n  redis_url: http://h:6379\n", "memory.redis_url must be a redis://"),
+    ("memory:\n  push_interval: 2\n", "memory.push_interval must be at most 0.5"),
+    ("memory:\n  key_prefix: 'a b*'\n", "memory.key_prefix must be a non-empty name"),
+    ("memory:\n  max_turns: 0\n", "memory.max_turns must be greater than 0"),
 ])
 def test_bad_values_fail_naming_the_key_and_what_is_allowed(tmp_path, text, message):
     """Each bad value is refused at start with the key and the allowed values."""
