@@ -47,7 +47,7 @@ def _device_mac(text: str) -> str:
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     """Print the device's memory; exit 1 only when no store could be read."""
-    from voicelog.cli.views.backups import print_json, spool_for_support
+    from voicelog.cli.views.backups import print_json
     from voicelog.cli.views.memory import show_memory
     from voicelog.services.memory import Outcome, open_memory_reader
 
@@ -58,7 +58,9 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         else:
             print(f"{args.mac}: {why}; no memory is kept or read")
         return 0
-    spool = spool_for_support(settings, create=True)
+    spool = _open_spool(settings)
+    if spool is None:
+        return 1
     reader = open_memory_reader(settings, spool)
 
     async def read():  # noqa: ANN202 - the Preload
@@ -83,15 +85,27 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
     """Forget the device in both stores; exit 1 when Redis could not be told (queued)."""
-    from voicelog.cli.views.backups import spool_for_support
     from voicelog.cli.views.memory import forget_lines
     from voicelog.services.domain import wall_ms
     from voicelog.services.memory import MemoryEraser
 
-    spool = spool_for_support(settings, create=True)
+    spool = _open_spool(settings)
+    if spool is None:
+        return 1
     try:
         report = MemoryEraser(settings.memory, spool).forget(args.mac, now_ms=wall_ms())
     finally:
         spool.close()
     forget_lines(Console(), args.mac, report)
     return 0 if report.complete else 1
+
+
+def _open_spool(settings: Settings):  # noqa: ANN202 - the host's Spool, or None (said why)
+    from voicelog.cli.views.backups import spool_for_support
+    from voicelog.services.spool import STORAGE_ERRORS, SpoolError
+
+    try:
+        return spool_for_support(settings, create=True)
+    except (*STORAGE_ERRORS, SpoolError) as exc:
+        print(f"voicelog: cannot open the spool {settings.chat_history.spool_file}: {exc}", file=sys.stderr)
+        return None
