@@ -85,10 +85,13 @@ class MemoryReader:
         now_ms = wall_ms() if now_ms is None else now_ms
         deadline = asyncio.get_running_loop().time() + (budget_ms or self.settings.read_timeout_ms) / 1000
         found, store, reason = None, "local", None
+        # Both stores at once: a session waits for the slower, not for the sum.
+        spool_read = asyncio.ensure_future(asyncio.to_thread(
+            self.local.recent, mac, floor_ms=now_ms - self.settings.ttl_ms, limit=self.settings.max_turns))
         if self.redis is not None:
             found, reason = await self._from_redis(mac, now_ms, deadline)
             store = "redis" if found is not None else "local"
-        local, local_problem = await self._from_spool(mac, now_ms, deadline)
+        local, local_problem = await self._from_spool(spool_read, deadline)
         if found is None and local is None:
             outcome = Outcome.TIMEOUT if local_problem == "timeout" else Outcome.ERROR
             return self._done(started, (), outcome, "none", reason or local_problem)
@@ -122,15 +125,15 @@ class MemoryReader:
         self._breaker.failed()
         return None, reason
 
-    async def _from_spool(self, mac: str, now_ms: int, deadline: float) -> tuple[_Found | None, str | None]:
+    @staticmethod
+    async def _from_spool(spool_read: asyncio.Future, deadline: float) -> tuple[_Found | None, str | None]:
+        # A thread keeps a slow disk off the event loop; the wait is bounded, the read finishes alone.
         left = deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            return None, "timeout"
-        floor = now_ms - self.settings.ttl_ms
         try:
-            # A thread keeps a slow disk off the event loop; the wait is bounded, the read finishes alone.
-            turns = await asyncio.wait_for(asyncio.to_thread(
-                self.local.recent, mac, floor_ms=floor, limit=self.settings.max_turns), left)
+            if left <= 0 and not spool_read.done():
+                spool_read.cancel()
+                return None, "timeout"
+            turns = await asyncio.wait_for(spool_read, max(left, 0.0))
         except (TimeoutError, asyncio.TimeoutError):
             return None, "timeout"
         except Exception as exc:  # noqa: BLE001 - a damaged or locked spool: start without memory

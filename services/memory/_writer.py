@@ -12,6 +12,7 @@ in the spool (never in memory), and Redis catches up when it is back. When Redis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +27,7 @@ from voicelog.services.spool import FeedRow, SpoolMemory
 
 log = structlog.get_logger("voicelog.memory")
 BATCH = 500  # turns read from the spool, and pushed, per pass
+SAVE_EVERY = 5.0  # seconds between saves of the writer's position in the spool
 CURSOR, EPOCH = "memory_cursor", "memory_epoch"
 
 
@@ -73,12 +75,17 @@ class RedisMemoryWriter:
         self._epoch: str | None = None
         self._caught_up = False
         self._reseeding = self._from_start = False
+        self._saved: int | None = None
+        self._saved_at = float("-inf")
         self._lock = asyncio.Lock()  # one pass at a time, whoever asks (the loop, a flush)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Push every ``push_interval`` until ``stop``, then one last bounded flush."""
+        """Push every ``push_interval`` (at once again while a backlog drains) until ``stop``; then flush."""
         while not stop.is_set():
             await self.push_once()
+            if self.stats.up and self.backlogged:
+                await asyncio.sleep(0)  # let the loop breathe, then go on draining
+                continue
             try:
                 await asyncio.wait_for(stop.wait(), self.settings.push_interval)
             except (TimeoutError, asyncio.TimeoutError):
@@ -88,13 +95,19 @@ class RedisMemoryWriter:
     async def flush(self, timeout: float = 5.0) -> bool:
         """Push until everything sealed so far is in Redis; False if that did not happen in time."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.caught_up:
             await self.push_once()
-            if self.caught_up:
-                return True
-            if not self.stats.up:
+            if not self.stats.up and not self.caught_up:
                 await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        async with self._lock:
+            with contextlib.suppress(Exception):  # a busy spool: the next pass saves it
+                await asyncio.to_thread(self._save_position, True)
         return self.caught_up
+
+    @property
+    def backlogged(self) -> bool:
+        """More is waiting than one pass takes: the spool holds more, or a batch is still pending."""
+        return not self._caught_up or len(self._pending) >= BATCH
 
     @property
     def caught_up(self) -> bool:
@@ -119,13 +132,18 @@ class RedisMemoryWriter:
         except REDIS_ERRORS as exc:
             self._failed(f"redis: {type(exc).__name__}: {exc}", redis_down=True)
             return
-        await self._after_push(items, stored, forgets, epoch)
+        try:
+            await self._after_push(items, stored, forgets, epoch)
+        except REDIS_ERRORS as exc:  # setting the epoch marker: tried again after the next push
+            self._failed(f"redis: {type(exc).__name__}: {exc}", redis_down=True)
+        except Exception as exc:  # noqa: BLE001 - saving the position or a forget's mark: next pass
+            self._failed(f"spool: {type(exc).__name__}: {exc}", redis_down=False)
 
     def _read_spool(self) -> list[tuple[str, int]]:
         """New and newly sealed turns into ``_pending``; returns forgets Redis has not applied yet."""
         if self._position is None or self.feed.replaced():
             self._restart_from(int(self.feed.meta(CURSOR) or 0))
-            self._epoch = self.feed.meta(EPOCH)
+            self._saved, self._epoch = self._position, self.feed.meta(EPOCH)
         floor = self.feed.take_floor()
         if floor is not None and floor < self._position:
             self._position = floor  # turns were deleted: rowids above it may be handed out again
@@ -172,8 +190,18 @@ class RedisMemoryWriter:
     def _after_push_in_spool(self, forgets: list[tuple[str, int]]) -> None:
         for mac, cutoff in forgets:
             self.feed.mark_forget_synced(mac, cutoff)
-        waiting = [self._position, *(r - 1 for r in self._watching), *(r - 1 for r in self._pending)]
-        self.feed.save_meta(CURSOR, str(min(waiting)))
+        self._save_position(False)
+
+    def _save_position(self, now: bool) -> None:
+        """Save where a restart begins: at most every few seconds (each save takes the spool's write
+        lock, which capture also wants); a restart then pushes a few seconds again, harmlessly."""
+        if self._position is None:
+            return
+        position = min([self._position, *(r - 1 for r in self._watching), *(r - 1 for r in self._pending)])
+        if position == self._saved or not now and time.monotonic() - self._saved_at < SAVE_EVERY:
+            return
+        self.feed.save_meta(CURSOR, str(position))
+        self._saved, self._saved_at = position, time.monotonic()
 
     async def _check_epoch(self, epoch: str | None) -> None:
         """Redis lost its data, or this host never filled it: push the whole TTL window again.

@@ -123,10 +123,12 @@ TURN_DUE_NOW = "UPDATE turns SET next_attempt_ms=0 WHERE session_id=? AND seq=? 
 # Sealed turns with words ('open' is still being captured, 'skipped' said nothing).
 _REMEMBERED = "t.status IN ('pending', 'delivered', 'parked', 'dead_letter') AND t.content <> ''"
 # A device's newest remembered turns since :floor and after its forget cut-off, newest first.
-# The device's sessions come from sessions_by_mac; a session over before the window is skipped.
+# The device's sessions come from sessions_by_mac, then each one's turns by (session_id, seq);
+# CROSS JOIN keeps that order (left to right, SQLite's rule): with no statistics the planner
+# would otherwise walk turns_by_status over every turn of the spool (25 ms at 20k turns).
 MEMORY_RECENT = (
     "SELECT t.session_id, t.seq, t.chat_type, t.content, t.interrupted, t.captured_ms, s.agent_id"
-    " FROM sessions s JOIN turns t ON t.session_id = s.session_id"
+    " FROM sessions s CROSS JOIN turns t ON t.session_id = s.session_id"
     " WHERE s.mac = :mac AND s.mac_valid = 1 AND (s.ended_ms IS NULL OR s.ended_ms >= :floor)"
     " AND t.captured_ms >= :floor"
     " AND t.captured_ms > COALESCE((SELECT cutoff_ms FROM memory_forget WHERE mac = :mac), -1)"

@@ -18,6 +18,7 @@ from livekit.agents import (
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
 from voicelog.agent.simulation.scripted.speech import SAMPLE_RATE, SECONDS_PER_CHAR
+from voicelog.services.memory import MEMORY_ITEM_PREFIX
 
 # --- agent replies -----------------------------------------------------------------------------
 
@@ -29,7 +30,7 @@ class ScriptedLLM(llm.LLM):
     not this session's messages, so they do not count: the script stays aligned with memory on.
     """
 
-    memory_prefix = "mem_"  # MEMORY_ITEM_PREFIX of services.memory (checked by the tests)
+    memory_prefix = MEMORY_ITEM_PREFIX
 
     def __init__(self, replies: Sequence[str], *, words_per_chunk: int = 3) -> None:
         super().__init__()
