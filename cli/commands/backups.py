@@ -143,7 +143,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _add_purge(sub: argparse._SubParsersAction) -> None:
     parser = _parser(sub, "purge", "erase every local copy of a device's or session's chats (spool, "
-                     "backups, dead-letter, quarantine)", cmd_purge,
+                     "backups, dead-letter, quarantine) and its conversation memory (Redis too)", cmd_purge,
                      "examples:\n  voicelog backups purge --mac 68:25:dd:ba:39:78 --dry-run\n"
                      "  voicelog backups purge --session 3f2c9a1e-..._6825ddba3978")
     parser.add_argument("--mac", type=_mac, help="the device whose chats are erased")
