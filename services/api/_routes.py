@@ -206,11 +206,17 @@ class _Routes:
         return replace(view, turns=tuple(replace(t, content=opened(t.content)) for t in view.turns))
 
     async def aclose(self) -> None:
-        """Close what the routes opened."""
+        """Close what the routes opened, once no request's thread uses it."""
         if self._reader is not None:
             await self._reader.aclose()
-        if self._spool is not None:
-            self._spool.close()
+
+        def close() -> None:
+            with self._lock:
+                if self._spool is not None:
+                    self._spool.close()
+                    self._spool = None
+
+        await asyncio.to_thread(close)
 
 
 def _no_query(request: web.Request, allowed: tuple[str, ...] = ()) -> None:

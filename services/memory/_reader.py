@@ -9,6 +9,7 @@ time for the spool read (~0.1-2 ms). Whatever happens, the caller gets a ``Prelo
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -24,6 +25,7 @@ from voicelog.services.spool import SpoolMemory
 
 log = structlog.get_logger("voicelog.memory")
 LOCAL_RESERVE_MS = 30  # of the budget kept for the spool read when Redis hangs
+CLOSE_WAIT = 2.0  # seconds closing waits for a spool read or record still running in a thread
 BREAKER_COOL_OFF = 1.0  # seconds Redis is skipped after it failed, so starts don't each pay the wait
 
 
@@ -77,6 +79,10 @@ class MemoryReader:
                  cipher: ContentCipher | None = None) -> None:
         self.settings, self.local, self.redis, self.cipher = settings, local, redis, cipher
         self._breaker = _Breaker()
+        # The spool connection is used from threads (reads, records) and closed from the loop:
+        # one user at a time, and never after it is closed.
+        self._spool_lock = threading.Lock()
+        self._closed = False
 
     async def read(self, mac: str, *, agent_id: str | None = None, budget_ms: int | None = None,
                    now_ms: int | None = None) -> Preload:
@@ -86,8 +92,7 @@ class MemoryReader:
         deadline = asyncio.get_running_loop().time() + (budget_ms or self.settings.read_timeout_ms) / 1000
         found, store, reason = None, "local", None
         # Both stores at once: a session waits for the slower, not for the sum.
-        spool_read = asyncio.ensure_future(asyncio.to_thread(
-            self.local.recent, mac, floor_ms=now_ms - self.settings.ttl_ms, limit=self.settings.max_turns))
+        spool_read = asyncio.ensure_future(asyncio.to_thread(self._recent, mac, now_ms - self.settings.ttl_ms))
         if self.redis is not None:
             found, reason = await self._from_redis(mac, now_ms, deadline)
             store = "redis" if found is not None else "local"
@@ -140,6 +145,12 @@ class MemoryReader:
             return None, f"spool unreadable: {type(exc).__name__}: {exc}"[:300]
         return _Found([MemoryTurn.from_spool(t) for t in turns]), None
 
+    def _recent(self, mac: str, floor_ms: int) -> list:  # noqa: ANN401 - RecentTurn records
+        with self._spool_lock:
+            if self._closed:
+                raise RuntimeError("memory reader closed")
+            return self.local.recent(mac, floor_ms=floor_ms, limit=self.settings.max_turns)
+
     def _open(self, content: str) -> str | None:
         if not is_sealed(content):
             return content
@@ -162,13 +173,25 @@ class MemoryReader:
     def record(self, session_id: str, preload: Preload) -> None:
         """Note in the spool what this session got, for /metrics (never raises)."""
         try:
-            self.local.record_preload(session_id, at_ms=wall_ms(), outcome=preload.outcome.value,
-                                      store=preload.store, fell_back=preload.fell_back, turns=len(preload.turns))
+            with self._spool_lock:
+                if not self._closed:
+                    self.local.record_preload(session_id, at_ms=wall_ms(), outcome=preload.outcome.value,
+                                              store=preload.store, fell_back=preload.fell_back,
+                                              turns=len(preload.turns))
         except Exception as exc:  # noqa: BLE001 - a count must never cost the session anything
             log.warning("memory_preload_not_recorded", error=str(exc)[:200])
 
     async def aclose(self) -> None:
-        """Close the Redis connections and the spool connection."""
+        """Close the Redis connections, and the spool connection once no thread uses it."""
         if self.redis is not None:
             await self.redis.aclose()
-        self.local.spool.close()
+        await asyncio.to_thread(self._close_spool)
+
+    def _close_spool(self) -> None:
+        # A read stuck on a dead disk must not hold up shutdown: then the connection is left open.
+        if self._spool_lock.acquire(timeout=CLOSE_WAIT):
+            try:
+                self._closed = True
+                self.local.spool.close()
+            finally:
+                self._spool_lock.release()
