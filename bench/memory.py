@@ -8,8 +8,10 @@
    it when the warm-up has not finished.
 2. Capture cost, memory on vs off, side by side: ``add_message`` timed in this process while the
    host's Redis writer runs in its own process (as in the daemon) or is stopped (SIGSTOP), in
-   alternating rounds over one spool so noise hits both alike, at 200 turns/s. Meanwhile every
-   50th turn is watched until it is in Redis: the capture-to-Redis lag.
+   alternating rounds over one spool so noise hits both alike, at 200 turns/s. Reported: the
+   pooled p99 of each mode, the median of the rounds' p99s (steadier on a shared machine), and
+   the writer's own CPU use. Then one more round with the writer on, in which every 50th turn is
+   watched until it is in Redis: the capture-to-Redis lag.
 
 Run alone: .venv/bin/python -m bench.memory [--quick]
 """
@@ -22,6 +24,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -179,15 +182,25 @@ async def capture_cost(sizes: Any, work: Path, redis_url: str, prefix: str) -> d
     writer = _start_writer(config, work / "writer.log")
     client = redis.Redis.from_url(redis_url)
     samples: dict[str, list[float]] = {"off": [], "on": []}
+    round_p99: dict[str, list[float]] = {"off": [], "on": []}
     lags: list[float] = []
+    writer_cpu_s = on_s = 0.0
     try:
         await asyncio.sleep(1.0)  # the writer process is up and has caught up
         for round_no in range(sizes.memory_rounds * 2):
             mode = "on" if round_no % 2 else "off"
             os.kill(writer.pid, signal.SIGCONT if mode == "on" else signal.SIGSTOP)
-            watch = (client, prefix) if mode == "on" else None
-            samples[mode] += await _capture_round(settings, spool, sizes.memory_capture_turns, 20, round_no,
-                                                  watch, lags)
+            cpu, started = _cpu_seconds(writer.pid), time.perf_counter()
+            stalls = await _capture_round(settings, spool, sizes.memory_capture_turns, 20, round_no, None, lags)
+            if mode == "on":
+                writer_cpu_s += _cpu_seconds(writer.pid) - cpu
+                on_s += time.perf_counter() - started
+            samples[mode] += stalls
+            round_p99[mode].append(summary(stalls)["p99"])
+        # The lag is watched in a round of its own: polling Redis from this process would weigh
+        # on the very add_message calls being timed.
+        os.kill(writer.pid, signal.SIGCONT)
+        await _capture_round(settings, spool, sizes.memory_capture_turns, 20, 999, (client, prefix), lags)
     finally:
         os.kill(writer.pid, signal.SIGCONT)
         writer.terminate()
@@ -197,7 +210,19 @@ async def capture_cost(sizes: Any, work: Path, redis_url: str, prefix: str) -> d
     off, on = summary(samples["off"], digits=1), summary(samples["on"], digits=1)
     return {"turns_per_mode": len(samples["on"]), "rounds_per_mode": sizes.memory_rounds, "off_us": off,
             "on_us": on, "p99_on_vs_off": ratio(on["p99"], off["p99"]), "p50_on_vs_off": ratio(on["p50"], off["p50"]),
+            "round_p99_us": round_p99,
+            # The median round's p99, each mode: rounds alternate, so a busy spell on the shared
+            # machine lands in one round of one mode instead of deciding the pooled p99.
+            "median_round_p99_on_vs_off": ratio(statistics.median(round_p99["on"]),
+                                                statistics.median(round_p99["off"])),
+            "writer_cpu_share": round(writer_cpu_s / on_s, 4) if on_s else None,
             "redis_lag_ms": summary(lags, digits=1)}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(sizes: Any, work: Path) -> dict[str, Any]:

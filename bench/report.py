@@ -86,7 +86,7 @@ def _memory_targets(section: dict[str, Any]) -> list[dict[str, Any]]:
     preload, capture = section["preload"], section["capture"]
     devices = f"{preload['devices']:,} devices"
     local, remote = preload["local_ms"]["p99"], preload["redis_ms"]["p99"]
-    ratio = capture["p99_on_vs_off"]
+    ratio = capture["median_round_p99_on_vs_off"]
     return [{"target": f"preload p99 <= {PRELOAD_LOCAL_P99_MS} ms, local ({devices})", "measured": f"{local} ms",
              "met": local <= PRELOAD_LOCAL_P99_MS,
              "context": f"p50 {preload['local_ms']['p50']} ms; spool {preload['spool_turns']:,} turns"},
@@ -95,9 +95,10 @@ def _memory_targets(section: dict[str, Any]) -> list[dict[str, Any]]:
              "context": f"p50 {preload['redis_ms']['p50']} ms; first read of a fresh client p99 "
                         f"{preload['redis_cold_ms']['p99']} ms"},
             {"target": f"capture p99 with memory on within {MEMORY_CAPTURE_P99_RATIO - 1:.0%} of off",
-             "measured": f"{ratio}x ({capture['on_us']['p99']} vs {capture['off_us']['p99']} us)",
+             "measured": f"{ratio}x (median round p99); pooled p99 {capture['p99_on_vs_off']}x",
              "met": ratio <= MEMORY_CAPTURE_P99_RATIO,
-             "context": f"turn to Redis p99 {capture['redis_lag_ms']['p99']} ms"}]
+             "context": f"writer CPU {capture['writer_cpu_share']:.1%} of a core; turn to Redis p99 "
+                        f"{capture['redis_lag_ms']['p99']} ms"}]
 
 
 def _ratio(a: float, b: float) -> float:
@@ -184,8 +185,11 @@ def _memory(section: dict[str, Any]) -> list[str]:
             f"{preload['redis_turns']:,} in Redis)", "",
             *_table(["read at session start (ms)", "reads", "p50", "p99", "p99.9", "max"], reads), "",
             *_table(["add_message (us)", "turns", "p50", "p99", "p99.9", "max"], stalls), "",
-            f"- capture p99 on/off **{capture['p99_on_vs_off']}x** (p50 {capture['p50_on_vs_off']}x), "
-            f"{capture['rounds_per_mode']} alternating rounds per mode at 200 turns/s; the writer pushed "
+            f"- capture p99 on/off: median round **{capture['median_round_p99_on_vs_off']}x**, pooled "
+            f"{capture['p99_on_vs_off']}x (p50 {capture['p50_on_vs_off']}x), {capture['rounds_per_mode']} "
+            f"alternating rounds per mode at 200 turns/s (round p99s, us: off {capture['round_p99_us']['off']}, "
+            f"on {capture['round_p99_us']['on']}); the writer used {capture['writer_cpu_share']:.1%} of a core "
+            f"while capture ran; it pushed "
             f"{preload['writer_turns_per_s']:,} turns/s when filling Redis; a turn reached Redis after "
             f"p50 {lag['p50']} ms, p99 {lag['p99']} ms, max {lag['max']} ms"]
 

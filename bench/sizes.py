@@ -31,8 +31,8 @@ class Sizes:
     memory_days: int = 7  # days of sessions in the spool (Redis holds the last 24 h)
     memory_reads: int = 2_000  # timed preloads per store
     memory_cold_reads: int = 50  # first reads of a fresh Redis client
-    memory_capture_turns: int = 3_000  # add_message calls per capture round
-    memory_rounds: int = 4  # rounds per mode (writer off / on), alternating
+    memory_capture_turns: int = 1_500  # add_message calls per capture round
+    memory_rounds: int = 8  # rounds per mode (writer off / on), alternating
 
 
 FULL = Sizes(

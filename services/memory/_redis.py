@@ -10,8 +10,8 @@ Keys (``{dev}`` is the device's ``device_ref``, a hash tag, so one device's keys
                                     means Redis lost its data, and an empty answer would be a false
                                     "no memory": readers then fall back to their spool
 
-Every write and read is one Lua script (atomic, one round trip); a write is idempotent per turn, so
-a replay after an outage or a retry stores nothing twice. Redis Cluster: the epoch key lives in
+Every write and read is one Lua script per device (atomic; a batch of devices is one pipeline, one
+round trip); a write is idempotent per turn, so a replay after an outage or a retry stores nothing twice. Redis Cluster: the epoch key lives in
 another slot than a device's keys; run a single Redis (with a replica) or Sentinel.
 """
 
@@ -36,22 +36,32 @@ from voicelog.services.memory._model import MemoryTurn, device_ref, session_ref
 RETRIES = 1
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
+# One device's turns in one call: ARGV = max_turns, ttl, now, turn key base, then (ref, created, json)
+# per turn. Returns 1 (stored) or 0 (refused: at/before the forget cut-off, or past the TTL) per turn.
 _WRITE = """
 local cut = tonumber(redis.call('GET', KEYS[2]) or '-1')
-local created, maxn, ttl, now = tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-if created <= cut or created < now - ttl then return 0 end
-redis.call('SET', ARGV[7] .. ARGV[1], ARGV[3], 'PX', math.max(1, created + ttl - now))
-redis.call('ZADD', KEYS[1], created, ARGV[1])
+local maxn, ttl, now, base = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local stored = {}
+for i = 5, #ARGV, 3 do
+  local created = tonumber(ARGV[i + 1])
+  if created <= cut or created < now - ttl then
+    stored[#stored + 1] = 0
+  else
+    redis.call('SET', base .. ARGV[i], ARGV[i + 2], 'PX', math.max(1, created + ttl - now))
+    redis.call('ZADD', KEYS[1], created, ARGV[i])
+    stored[#stored + 1] = 1
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))
 local over = redis.call('ZCARD', KEYS[1]) - maxn
 if over > 0 then
   local gone = redis.call('ZRANGE', KEYS[1], 0, over - 1)
-  for i = 1, #gone do redis.call('DEL', ARGV[7] .. gone[i]) end
+  for i = 1, #gone do redis.call('DEL', base .. gone[i]) end
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
 end
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if newest[2] then redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(newest[2]) + ttl - now)) end
-return 1
+return stored
 """
 
 _READ = """
@@ -165,23 +175,31 @@ class RedisMemory:
 
     async def write(self, items: Sequence[tuple[str, MemoryTurn]], forgets: Sequence[tuple[str, int]], *,
                     now_ms: int) -> tuple[list[int], str | None]:
-        """Apply forgets, then store (mac, turn) items, in one pipeline; 1 = stored, 0 = refused.
+        """Apply forgets, then store (mac, turn) items, in one pipeline (one script call per device).
 
-        Also returns the epoch marker, read in the same round trip.
+        Returns 1 (stored) or 0 (refused) per item, in order, and the epoch marker, read in the
+        same round trip.
         """
+        by_device: dict[str, list[int]] = {}
+        for index, (mac, _) in enumerate(items):
+            by_device.setdefault(mac, []).append(index)
         async with self.client.pipeline(transaction=False) as pipe:
             for mac, cutoff in forgets:
                 k = self.keys.device(mac)
                 await self._forget(keys=[k.idx, k.forget], args=[cutoff, self.settings.ttl_ms, k.turn_base],
                                    client=pipe)
-            for mac, turn in items:
+            for mac, indexes in by_device.items():
                 k = self.keys.device(mac)
-                await self._write(keys=[k.idx, k.forget],
-                                  args=[turn.ref, turn.created_ms, turn.to_json(), self.settings.max_turns,
-                                        self.settings.ttl_ms, now_ms, k.turn_base], client=pipe)
+                turns = [part for i in indexes for part in (items[i][1].ref, items[i][1].created_ms,
+                                                            items[i][1].to_json())]
+                await self._write(keys=[k.idx, k.forget], client=pipe,
+                                  args=[self.settings.max_turns, self.settings.ttl_ms, now_ms, k.turn_base, *turns])
             pipe.get(self.keys.epoch)
             *results, epoch = await pipe.execute()
-        stored = [int(r) for r in results[len(forgets):]]
+        stored = [0] * len(items)
+        for indexes, answers in zip(by_device.values(), results[len(forgets):], strict=True):
+            for index, answer in zip(indexes, answers, strict=True):
+                stored[index] = int(answer)
         return stored, epoch.decode() if isinstance(epoch, bytes) else epoch
 
     async def epoch(self) -> str | None:

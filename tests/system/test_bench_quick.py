@@ -60,6 +60,7 @@ def test_quick_bench_prints_every_section_and_writes_numbers_for_each(tmp_path):
     for reads in ("local_ms", "redis_ms", "redis_cold_ms"):
         assert _is_number(memory["preload"][reads]["p99"]), reads
     assert all(_is_number(memory["capture"][k]["p99"]) for k in ("off_us", "on_us", "redis_lag_ms"))
-    assert _is_number(memory["capture"]["p99_on_vs_off"])
+    assert all(_is_number(memory["capture"][k]) for k in ("p99_on_vs_off", "median_round_p99_on_vs_off",
+                                                           "writer_cpu_share"))
 
     assert len(results["targets"]) == 8 and all(isinstance(t["met"], bool) for t in results["targets"])
