@@ -175,28 +175,15 @@ async def _capture_round(settings: Settings, spool: Spool, turns: int, sessions:
 
 
 async def capture_cost(sizes: Any, work: Path, redis_url: str, prefix: str) -> dict[str, Any]:
-    """Section 2: add_message with the writer running vs stopped, alternating rounds."""
+    """Section 2: add_message with the writer running vs stopped, alternating rounds; then the lag."""
     settings = bench_settings(work, memory={"backend": "redis", "redis_url": redis_url, "key_prefix": prefix})
-    config = work / "voicelog-test.yaml"
     spool = host_spool(settings)
-    writer = _start_writer(config, work / "writer.log")
+    writer = _start_writer(work / "voicelog-test.yaml", work / "writer.log")
     client = redis.Redis.from_url(redis_url)
-    samples: dict[str, list[float]] = {"off": [], "on": []}
-    round_p99: dict[str, list[float]] = {"off": [], "on": []}
     lags: list[float] = []
-    writer_cpu_s = on_s = 0.0
     try:
         await asyncio.sleep(1.0)  # the writer process is up and has caught up
-        for round_no in range(sizes.memory_rounds * 2):
-            mode = "on" if round_no % 2 else "off"
-            os.kill(writer.pid, signal.SIGCONT if mode == "on" else signal.SIGSTOP)
-            cpu, started = _cpu_seconds(writer.pid), time.perf_counter()
-            stalls = await _capture_round(settings, spool, sizes.memory_capture_turns, 20, round_no, None, lags)
-            if mode == "on":
-                writer_cpu_s += _cpu_seconds(writer.pid) - cpu
-                on_s += time.perf_counter() - started
-            samples[mode] += stalls
-            round_p99[mode].append(summary(stalls)["p99"])
+        measured = await _alternating_rounds(settings, spool, writer.pid, sizes)
         # The lag is watched in a round of its own: polling Redis from this process would weigh
         # on the very add_message calls being timed.
         os.kill(writer.pid, signal.SIGCONT)
@@ -207,6 +194,23 @@ async def capture_cost(sizes: Any, work: Path, redis_url: str, prefix: str) -> d
         writer.wait(30)
         client.close()
         spool.close()
+    return {**measured, "redis_lag_ms": summary(lags, digits=1)}
+
+
+async def _alternating_rounds(settings: Settings, spool: Spool, writer_pid: int, sizes: Any) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {"off": [], "on": []}
+    round_p99: dict[str, list[float]] = {"off": [], "on": []}
+    writer_cpu_s = on_s = 0.0
+    for round_no in range(sizes.memory_rounds * 2):
+        mode = "on" if round_no % 2 else "off"
+        os.kill(writer_pid, signal.SIGCONT if mode == "on" else signal.SIGSTOP)
+        cpu, started = _cpu_seconds(writer_pid), time.perf_counter()
+        stalls = await _capture_round(settings, spool, sizes.memory_capture_turns, 20, round_no, None, [])
+        if mode == "on":
+            writer_cpu_s += _cpu_seconds(writer_pid) - cpu
+            on_s += time.perf_counter() - started
+        samples[mode] += stalls
+        round_p99[mode].append(summary(stalls)["p99"])
     off, on = summary(samples["off"], digits=1), summary(samples["on"], digits=1)
     return {"turns_per_mode": len(samples["on"]), "rounds_per_mode": sizes.memory_rounds, "off_us": off,
             "on_us": on, "p99_on_vs_off": ratio(on["p99"], off["p99"]), "p50_on_vs_off": ratio(on["p50"], off["p50"]),
@@ -215,8 +219,7 @@ async def capture_cost(sizes: Any, work: Path, redis_url: str, prefix: str) -> d
             # machine lands in one round of one mode instead of deciding the pooled p99.
             "median_round_p99_on_vs_off": ratio(statistics.median(round_p99["on"]),
                                                 statistics.median(round_p99["off"])),
-            "writer_cpu_share": round(writer_cpu_s / on_s, 4) if on_s else None,
-            "redis_lag_ms": summary(lags, digits=1)}
+            "writer_cpu_share": round(writer_cpu_s / on_s, 4) if on_s else None}
 
 
 def _cpu_seconds(pid: int) -> float:
