@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from voicelog.agent.memory_writer import flush_memory, running_memory_writer
 from voicelog.agent.wiring import host_spool
 from voicelog.services.backup import BackupWriter
 from voicelog.services.config import Durability, Settings
@@ -94,6 +95,7 @@ class Operations:
     def __init__(self, settings: Settings, shipper: Shipper, metrics: Metrics,
                  heartbeat: Heartbeat) -> None:
         self.settings, self.shipper, self.metrics, self.heartbeat = settings, shipper, metrics, heartbeat
+        self.api = None  # the /v1 routes, when http.api_token is set
         history = settings.chat_history
         self.notifier = Notifier()
         self.stats = SpoolStats(history.spool_file, max_bytes=history.spool_max_mb * 1024 * 1024)
@@ -118,9 +120,13 @@ class Operations:
             self._spawn(self._fleet_channel().run(stop), "voicelog-mqtt")
 
     async def _serve_http(self) -> None:
+        from voicelog.services.api import build_api
+
+        self.api = build_api(self.settings)
         http = OpsHttpServer(self.settings.http.listen, metrics=self.metrics, stats=self.stats,
                              manager=self.manager, liveness=self.liveness,
-                             last_delivery_ms=lambda: self.shipper.last_delivery_ms)
+                             last_delivery_ms=lambda: self.shipper.last_delivery_ms,
+                             mounts={"/v1": self.api.app} if self.api else None)
         try:
             await http.start()
         except OSError as error:
@@ -164,6 +170,8 @@ class Operations:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.http is not None:
             await self.http.stop()
+        if self.api is not None:
+            await self.api.aclose()
         await self.manager.aclose()
         self.stats.close()
         self.notifier.close()
@@ -196,6 +204,7 @@ class Operations:
 
     def _prune_once(self, prune: Callable[..., Any]) -> None:
         # Its own connection: the shipper's is used by the event loop meanwhile.
+        from voicelog.services.memory import MemoryEraser
         from voicelog.services.privacy import expiring_undelivered
 
         spool = host_spool(self.settings)
@@ -203,7 +212,8 @@ class Operations:
         try:
             expiring = expiring_undelivered(spool, history, now_ms=wall_ms())
             # Undelivered turns are kept max_undelivered_days, then dropped: say so loudly first.
-            report = prune(spool, history.backup_dir, history, now_ms=wall_ms(), include_undelivered=True)
+            report = prune(spool, history.backup_dir, history, now_ms=wall_ms(), include_undelivered=True,
+                           memory=MemoryEraser(self.settings.memory, spool))
         finally:
             spool.close()
         if expiring:
@@ -270,7 +280,11 @@ async def _operated_shipper(settings: Settings,
     ops = Operations(settings, shipper, metrics, heartbeat)
     try:
         await ops.start(signals.stop)
-        yield shipper, ops
+        # The memory writer stops last, after sessions and delivery have drained, with a final flush.
+        async with running_memory_writer(settings, shipper.delivery.spool, observer=metrics) as writer:
+            if writer is not None:
+                ops.watch("memory_writer", writer[1])
+            yield shipper, ops
     finally:
         signals.stop.set()
         await ops.aclose()
@@ -290,9 +304,15 @@ async def run_shipper(settings: Settings, signals: StopSignals | None = None) ->
 
 async def ship_once(settings: Settings, max_attempts: int) -> ShipSummary:
     """Deliver everything deliverable now, with a bounded retry budget per turn."""
+    return (await ship_once_with_memory(settings, max_attempts))[0]
+
+
+async def ship_once_with_memory(settings: Settings, max_attempts: int) -> tuple[ShipSummary, bool | None]:
+    """``ship --once``: deliver, then push memory to Redis; whether all of it got there (None: no Redis)."""
     shipper, release = build_shipper(settings, max_attempts=max_attempts)
     try:
-        return await shipper.run_once()
+        summary = await shipper.run_once()
+        return summary, await flush_memory(settings, shipper.delivery.spool)
     finally:
         await release()
 

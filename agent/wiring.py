@@ -59,12 +59,35 @@ MemoryLoader = Callable[[DeviceIdentity, Settings, Mapping[str, str]], Awaitable
 
 
 def open_memory(settings: Settings, spool: Spool) -> MemoryLoader | None:
-    """The host's memory reader for job processes; None while this build has no memory store.
+    """The host's memory reader for job processes (None when memory is off).
 
-    The memory store (issue 13, ``voicelog.services.memory``) plugs in here and nowhere else:
-    the entrypoint, talk and every factory receive what ``preload_memory`` returns.
+    The memory store (``voicelog.services.memory``) plugs in here and nowhere else: the
+    entrypoint, talk and every factory receive what ``preload_memory`` returns.
     """
-    return None
+    from voicelog.services.memory import open_memory_reader
+
+    reader = open_memory_reader(settings, spool)
+    return None if reader is None else StoreLoader(reader)
+
+
+class StoreLoader:
+    """The memory store's reader as a MemoryLoader, plus the connection to warm while a device joins."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader  # voicelog.services.memory.MemoryReader
+
+    async def __call__(self, identity: DeviceIdentity, settings: Settings,
+                       attributes: Mapping[str, str]) -> Remembered:
+        from livekit.agents import llm
+
+        from voicelog.agent.preload import preload_memory as read_memory
+
+        preloaded = await read_memory(self.reader, identity, settings, attributes)
+        return Remembered(preloaded.chat_ctx or llm.ChatContext.empty(), preloaded.turns)
+
+    async def warm_up(self) -> None:
+        """Connect to Redis now, so the read at session start pays no handshake."""
+        await self.reader.warm_up()
 
 
 async def preload_memory(loader: MemoryLoader | None, identity: DeviceIdentity, settings: Settings,

@@ -31,6 +31,7 @@ from voicelog.agent.models import import_plugins
 from voicelog.agent.wiring import (
     MemoryLoader,
     Remembered,
+    StoreLoader,
     attach_capture,
     host_spool,
     open_memory,
@@ -132,12 +133,19 @@ async def entrypoint(ctx: Any) -> None:
 
 async def _serve(ctx: Any, host: JobHost) -> ServedSession:
     settings = host.settings
-    await ctx.connect()
-    participant = await ctx.wait_for_participant()
-    attributes = {str(k): str(v) for k, v in dict(participant.attributes).items()}
-    identity = resolve_identity(ctx.job.room.name, attributes, participant.identity)
-    structlog.contextvars.bind_contextvars(session_id=identity.session_id)
-    remembered = await preload_memory(host.memory, identity, settings, attributes)
+    # Connect to the memory store while the device joins, so the read at start pays no handshake.
+    warming = asyncio.ensure_future(host.memory.warm_up()) if isinstance(host.memory, StoreLoader) else None
+    try:
+        await ctx.connect()
+        participant = await ctx.wait_for_participant()
+        attributes = {str(k): str(v) for k, v in dict(participant.attributes).items()}
+        identity = resolve_identity(ctx.job.room.name, attributes, participant.identity)
+        structlog.contextvars.bind_contextvars(session_id=identity.session_id)
+        remembered = await preload_memory(host.memory, identity, settings, attributes)
+    finally:
+        if warming is not None:  # done by now, or only a handshake the read did itself
+            warming.cancel()
+            await asyncio.wait([warming])
     context = FactoryContext(identity, settings, remembered.chat_ctx, remembered.turns, attributes, ctx)
     spec = settings.agent.factory or BUILT_IN
     try:

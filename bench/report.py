@@ -14,6 +14,9 @@ REPORT_VS_NAIVE = 1.5
 SESSION_VS_REPORT = 10
 BACKLOG_VS_CEILING = 0.90
 BACKLOG_RSS_MB = 50
+PRELOAD_LOCAL_P99_MS = 5
+PRELOAD_REDIS_P99_MS = 10
+MEMORY_CAPTURE_P99_RATIO = 1.10
 
 
 def _num(value: Any) -> str:
@@ -74,7 +77,28 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                       "measured": f"{backlog['voicelog_vs_ceiling']:.0%}, +{growth} MB",
                       "met": backlog["voicelog_vs_ceiling"] >= BACKLOG_VS_CEILING and growth <= BACKLOG_RSS_MB,
                       "context": f"client CPU {backlog['voicelog']['client_cpu_us_per_turn']} us/turn"})
+    if "memory" in results:
+        found += _memory_targets(results["memory"])
     return found
+
+
+def _memory_targets(section: dict[str, Any]) -> list[dict[str, Any]]:
+    preload, capture = section["preload"], section["capture"]
+    devices = f"{preload['devices']:,} devices"
+    local, remote = preload["local_ms"]["p99"], preload["redis_ms"]["p99"]
+    ratio = capture["median_round_p99_on_vs_off"]
+    return [{"target": f"preload p99 <= {PRELOAD_LOCAL_P99_MS} ms, local ({devices})", "measured": f"{local} ms",
+             "met": local <= PRELOAD_LOCAL_P99_MS,
+             "context": f"p50 {preload['local_ms']['p50']} ms; spool {preload['spool_turns']:,} turns"},
+            {"target": f"preload p99 <= {PRELOAD_REDIS_P99_MS} ms, Redis ({devices})", "measured": f"{remote} ms",
+             "met": remote <= PRELOAD_REDIS_P99_MS,
+             "context": f"p50 {preload['redis_ms']['p50']} ms; first read of a fresh client p99 "
+                        f"{preload['redis_cold_ms']['p99']} ms"},
+            {"target": f"capture p99 with memory on within {MEMORY_CAPTURE_P99_RATIO - 1:.0%} of off",
+             "measured": f"{ratio}x (median round p99); pooled p99 {capture['p99_on_vs_off']}x",
+             "met": ratio <= MEMORY_CAPTURE_P99_RATIO,
+             "context": f"writer CPU {capture['writer_cpu_share']:.1%} of a core; turn to Redis p99 "
+                        f"{capture['redis_lag_ms']['p99']} ms"}]
 
 
 def _ratio(a: float, b: float) -> float:
@@ -147,10 +171,33 @@ def _agents(section: dict[str, Any]) -> list[str]:
             f"{section['cpu_us_per_turn']} us/turn for the whole session ({section['capture_share']:.1%})"]
 
 
+def _memory(section: dict[str, Any]) -> list[str]:
+    preload, capture = section["preload"], section["capture"]
+    reads = [[name, m["n"], m["p50"], m["p99"], m["p99_9"], m["max"]]
+             for name, m in (("local (spool)", preload["local_ms"]), ("redis (+ spool merge)", preload["redis_ms"]),
+                             ("redis, fresh client", preload["redis_cold_ms"]))]
+    stalls = [[mode, m["n"], m["p50"], m["p99"], m["p99_9"], m["max"]]
+              for mode, m in (("memory off (writer stopped)", capture["off_us"]),
+                              ("memory on (writer running)", capture["on_us"]))]
+    lag = capture["redis_lag_ms"]
+    return [f"### 7. Conversation memory: preload with {preload['devices']:,} devices "
+            f"({preload['spool_turns']:,} turns over {preload['days']} day(s) in the spool, "
+            f"{preload['redis_turns']:,} in Redis)", "",
+            *_table(["read at session start (ms)", "reads", "p50", "p99", "p99.9", "max"], reads), "",
+            *_table(["add_message (us)", "turns", "p50", "p99", "p99.9", "max"], stalls), "",
+            f"- capture p99 on/off: median round **{capture['median_round_p99_on_vs_off']}x**, pooled "
+            f"{capture['p99_on_vs_off']}x (p50 {capture['p50_on_vs_off']}x), {capture['rounds_per_mode']} "
+            f"alternating rounds per mode at 200 turns/s (round p99s, us: off {capture['round_p99_us']['off']}, "
+            f"on {capture['round_p99_us']['on']}); the writer used {capture['writer_cpu_share']:.1%} of a core "
+            f"while capture ran; it pushed "
+            f"{preload['writer_turns_per_s']:,} turns/s when filling Redis; a turn reached Redis after "
+            f"p50 {lag['p50']} ms, p99 {lag['p99']} ms, max {lag['max']} ms"]
+
+
 def table(results: dict[str, Any]) -> str:
     """Every section that ran, as markdown tables, then the targets."""
     renderers = {"capture": _capture, "delivery": _delivery, "latency": _latency, "backlog": _backlog,
-                 "agent_scale": _agents}
+                 "agent_scale": _agents, "memory": _memory}
     lines: list[str] = []
     for name, render in renderers.items():
         if name in results:

@@ -27,6 +27,12 @@ class Sizes:
     agent_turns: int  # script turns per session (each makes a user and an agent row)
     agent_steps: tuple[int, ...]  # concurrent sessions tried, in order, until one is not sustained
     agent_stagger: float  # seconds over which a step's sessions start
+    memory_devices: int = 1_000  # devices in the stores when preload is timed
+    memory_days: int = 7  # days of sessions in the spool (Redis holds the last 24 h)
+    memory_reads: int = 2_000  # timed preloads per store
+    memory_cold_reads: int = 50  # first reads of a fresh Redis client
+    memory_capture_turns: int = 1_500  # add_message calls per capture round
+    memory_rounds: int = 8  # rounds per mode (writer off / on), alternating
 
 
 FULL = Sizes(
@@ -44,4 +50,5 @@ QUICK = Sizes(
     latency_sessions=100, latency_seconds=4.0, latency_gap=(0.2, 0.6), latency_send_interval=0.5,
     backlog_sessions=40, backlog_turns=50,
     agent_time_scale=0.05, agent_turns=2, agent_steps=(1, 5, 10), agent_stagger=0.1,
+    memory_days=1, memory_reads=300, memory_cold_reads=10, memory_capture_turns=500, memory_rounds=2,
 )

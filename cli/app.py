@@ -14,12 +14,14 @@ EPILOG = """examples:
   voicelog ship --once                             # deliver everything deliverable now, then exit
   voicelog start --config /etc/voicelog/config.yaml
   voicelog backups list --status pending
+  voicelog memory show --mac 68:25:dd:ba:39:78     # what the device's next session starts with
 configuration: --config PATH or $VOICELOG_CONFIG; override keys with VOICELOG__SECTION__KEY."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """All commands and their options."""
     from voicelog.cli.commands import backups as backups_commands
+    from voicelog.cli.commands import memory as memory_commands
     from voicelog.cli.commands import ops as ops_commands
     from voicelog.cli.commands import run as run_commands
 
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run_commands.register(commands)
     backups_commands.register(commands)
+    memory_commands.register(commands)
     ops_commands.register(commands)
     return parser
 

@@ -2,7 +2,10 @@
 
 Used as the README's first command, as a demo, and as the load generator for tests and
 benchmarks. When a Manager is configured the shipper runs in the same process and the
-run ends with a drain, so the summary says what reached the Manager.
+run ends with a drain, so the summary says what reached the Manager. Each session starts with
+its device's memory, read as production reads it; sessions of one MAC run one after another
+(other devices concurrently), so memory carries over. With ``memory.backend: redis`` the host's
+Redis writer runs here too and is flushed before the run ends.
 """
 
 from __future__ import annotations
@@ -19,11 +22,19 @@ from typing import Any
 
 import structlog
 
+from voicelog.agent.preload import preload_memory
 from voicelog.agent.simulation.scripted import ScriptTurn, run_conversation
 from voicelog.agent.wiring import attach_capture, host_spool
 from voicelog.handlers.chat_capture import ChatCapture
 from voicelog.services.config import Settings
 from voicelog.services.domain import ChatType, TurnStatus, normalise_mac, resolve_identity
+from voicelog.services.memory import (
+    MemoryReader,
+    RedisMemoryWriter,
+    close_memory_writer,
+    open_memory_reader,
+    open_memory_writer,
+)
 from voicelog.services.spool import Spool
 
 log = structlog.get_logger("voicelog.simulate")
@@ -69,6 +80,9 @@ class SimulationSummary:
     spool: str = ""
     backup_dir: str = ""
     session_ids: list[str] = field(default_factory=list)
+    preloaded_turns: int = 0  # turns all sessions were started with, from memory
+    memory_flushed: bool | None = None  # with backend redis: everything captured reached Redis
+    per_session: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=1)
@@ -109,50 +123,115 @@ def devices_from_script(path: Path) -> list[SimulatedDevice]:
     return devices
 
 
+@dataclass
+class _Run:
+    """What every session of one simulation shares."""
+
+    settings: Settings
+    spool: Spool
+    time_scale: float
+    summary: SimulationSummary
+    wake: Any = None
+    reader: MemoryReader | None = None
+    writer: RedisMemoryWriter | None = None
+
+
 async def simulate(settings: Settings, devices: Sequence[SimulatedDevice], *,
                    time_scale: float = FAST_TIME_SCALE, deliver: bool = True) -> SimulationSummary:
-    """Run every device's session concurrently, capture into the spool, deliver if configured."""
+    """Run the devices' sessions (one MAC's in turn), capture into the spool, deliver if configured."""
     started = time.perf_counter()
     summary = SimulationSummary(spool=str(settings.chat_history.spool_file),
                                 backup_dir=settings.chat_history.backup_dir)
+    summary.per_session = [{} for _ in devices]
     spool = host_spool(settings)
+    run = _Run(settings, spool, time_scale, summary, reader=open_memory_reader(settings, spool),
+               writer=open_memory_writer(settings, spool))
     shipping = _start_shipper(settings) if deliver and settings.manager_api.url else None
-    wake = shipping[0].wake if shipping else None
+    run.wake = shipping[0].wake if shipping else None
+    writing = _start_writer(run.writer)
     try:
-        captures = await asyncio.gather(*(_one_session(settings, spool, d, time_scale, wake, summary)
-                                          for d in devices))
-        for capture in captures:
-            if capture is not None:
-                _count(summary, capture, spool)
+        groups = await asyncio.gather(*(_device_sessions(run, group) for group in _by_device(devices)))
+        for capture in (c for group in groups for c in group):
+            _count(summary, capture, spool)
+        summary.preloaded_turns = sum(p.get("preloaded_turns", 0) for p in summary.per_session)
+        if writing:
+            summary.memory_flushed = await _finish_writer(run.writer, *writing)
         if shipping:
             summary.delivery = await _finish_shipping(shipping, spool, summary.session_ids)
     finally:
+        if run.reader is not None:
+            await run.reader.aclose()
         spool.close()
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 
 
-async def _one_session(settings: Settings, spool: Spool, device: SimulatedDevice, time_scale: float,
-                       wake: Any, summary: SimulationSummary) -> ChatCapture | None:
+def _by_device(devices: Sequence[SimulatedDevice]) -> list[list[tuple[int, SimulatedDevice]]]:
+    """Sessions grouped by MAC, in script order; a session without a valid MAC is its own group."""
+    groups: dict[str, list[tuple[int, SimulatedDevice]]] = {}
+    for index, device in enumerate(devices):
+        groups.setdefault(normalise_mac(device.mac) or f"#{index}", []).append((index, device))
+    return list(groups.values())
+
+
+async def _device_sessions(run: _Run, sessions: list[tuple[int, SimulatedDevice]]) -> list[ChatCapture]:
+    """One device's sessions, one after another, so each starts with what the last one left."""
+    captures = []
+    for position, (index, device) in enumerate(sessions):
+        if position and run.writer is not None:
+            await run.writer.flush(timeout=2.0)  # as the daemon would have within 1 s
+        capture = await _one_session(run, index, device)
+        if capture is not None:
+            captures.append(capture)
+    return captures
+
+
+async def _one_session(run: _Run, index: int, device: SimulatedDevice) -> ChatCapture | None:
     attributes = {"device_mac": device.mac} if device.mac else {}
     identity = resolve_identity(device.room(), attributes, device.mac)
     captures: list[Any] = []
 
     def attach(session: Any) -> None:
-        captures.append(attach_capture(session, identity, settings, spool, attributes=attributes,
-                                       on_flush=wake))
+        captures.append(attach_capture(session, identity, run.settings, run.spool, attributes=attributes,
+                                       on_flush=run.wake))
 
-    summary.sessions += 1
-    summary.session_ids.append(identity.session_id)
+    run.summary.sessions += 1
+    run.summary.session_ids.append(identity.session_id)
+    preloaded = await preload_memory(run.reader, identity, run.settings, attributes)
+    run.summary.per_session[index] = {
+        "session_id": identity.session_id, "mac": identity.mac, "preloaded_turns": preloaded.turns,
+        "memory": None if preloaded.preload is None else {
+            "store": preloaded.preload.store, "outcome": preloaded.preload.outcome.value,
+            "fell_back": preloaded.preload.fell_back, "reason": preloaded.preload.reason}}
     try:
-        await run_conversation(list(device.turns), time_scale=time_scale, on_session=attach)
+        await run_conversation(list(device.turns), time_scale=run.time_scale, on_session=attach,
+                               chat_ctx=preloaded.chat_ctx)
     except Exception as exc:  # noqa: BLE001 - one broken session must not end the run
-        summary.sessions_failed += 1
+        run.summary.sessions_failed += 1
         log.error("simulated_session_failed", session_id=identity.session_id, error=repr(exc))
     if captures:
         await captures[0].close("simulation_end")
         return captures[0] if isinstance(captures[0], ChatCapture) else None
     return None
+
+
+def _start_writer(writer: RedisMemoryWriter | None) -> tuple[asyncio.Event, asyncio.Task[None]] | None:
+    if writer is None:
+        return None
+    stop = asyncio.Event()
+    return stop, asyncio.create_task(writer.run(stop), name="voicelog-memory-writer")
+
+
+async def _finish_writer(writer: RedisMemoryWriter, stop: asyncio.Event, task: asyncio.Task[None]) -> bool:
+    """Stop the writer after one last flush; whether everything captured reached Redis."""
+    stop.set()
+    await task
+    flushed = writer.caught_up
+    if not flushed:
+        log.warning("memory_not_all_in_redis_at_exit", error=writer.stats.last_error,
+                    hint="the daemon's writer pushes the rest from the spool when Redis is back")
+    await close_memory_writer(writer)
+    return flushed
 
 
 def _count(summary: SimulationSummary, capture: ChatCapture, spool: Spool) -> None:

@@ -144,7 +144,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _add_purge(sub: argparse._SubParsersAction) -> None:
     parser = _parser(sub, "purge", "erase every local copy of a device's or session's chats (spool, "
-                     "backups, dead-letter, quarantine)", cmd_purge,
+                     "backups, dead-letter, quarantine) and its conversation memory (Redis too)", cmd_purge,
                      "examples:\n  voicelog backups purge --mac 68:25:dd:ba:39:78 --dry-run\n"
                      "  voicelog backups purge --session 3f2c9a1e-..._6825ddba3978")
     parser.add_argument("--mac", type=_mac, help="the device whose chats are erased")
@@ -154,6 +154,7 @@ def _add_purge(sub: argparse._SubParsersAction) -> None:
 
 def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     """Erase a device's or a session's local copies and say what went."""
+    from voicelog.services.memory import MemoryEraser
     from voicelog.services.privacy import purge
 
     if not args.mac and not args.session:
@@ -161,14 +162,17 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     spool = spool_for_support(settings, create=True)
     try:
-        report = purge(spool, settings.chat_history.backup_dir, mac=args.mac,
-                       session_id=args.session, dry_run=args.dry_run)
+        report = purge(spool, settings.chat_history.backup_dir, mac=args.mac, session_id=args.session,
+                       dry_run=args.dry_run, memory=MemoryEraser(settings.memory, spool))
     finally:
         spool.close()
     verb = "would erase" if args.dry_run else "erased"
     print(f"{verb} {len(report.sessions)} sessions, {report.turns} turns, {len(report.files)} files")
     for path in report.files:
         print(f"  {path}")
+    if report.memory is not None:
+        print(f"conversation memory: erased here; in Redis: {report.memory.redis}"
+              + (f" ({report.memory.redis_turns} turns)" if report.memory.redis_turns else ""))
     for error in report.errors:
         print(f"  error: {error}", file=sys.stderr)
     return 1 if report.errors else 0
@@ -379,13 +383,15 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     """Remove old delivered sessions and their backups, and say what went."""
     from voicelog.cli.views.sessions import prune_lines
+    from voicelog.services.memory import MemoryEraser
     from voicelog.services.privacy import prune
 
     spool = spool_for_support(settings, create=True)
     assert spool is not None
     try:
         report = prune(spool, settings.chat_history.backup_dir, settings.chat_history, now_ms=wall_ms(),
-                       include_undelivered=args.include_undelivered, dry_run=args.dry_run)
+                       include_undelivered=args.include_undelivered, dry_run=args.dry_run,
+                       memory=MemoryEraser(settings.memory, spool))
     finally:
         spool.close()
     prune_lines(Console(), report)

@@ -13,9 +13,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     doctor = commands.add_parser(
         "doctor", help="check config, spool, backups, Manager, LiveKit and MQTT; one line each",
         description="Check what this box needs: config, spool and backup directory, the Manager "
-                    "(reachable, secret accepted; nothing is stored), LiveKit settings, and the "
-                    "MQTT broker when enabled. Exit 1 if any check fails. Run it as the service "
-                    "user so files it creates keep the right owner.")
+                    "(reachable, secret accepted; nothing is stored), LiveKit settings, the MQTT "
+                    "broker when enabled, and the conversation-memory store. Exit 1 if any check "
+                    "fails; a WARN (e.g. the memory Redis down while the spool fallback works) is "
+                    "not a failure. Run it as the service user so files it creates keep the right owner.")
     doctor.add_argument("--ship-only", action="store_true",
                         help="this box only ships (voicelog ship): skip the LiveKit check")
     doctor.set_defaults(handler=cmd_doctor)
@@ -29,5 +30,9 @@ def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     for check in checks:
         print(check.line(), flush=True)
     failed = [check.name for check in checks if check.state == "FAIL"]
-    print(f"{len(failed)} check(s) failed: {', '.join(failed)}" if failed else "all checks passed")
+    warned = [check.name for check in checks if check.state == "WARN"]
+    verdict = f"{len(failed)} check(s) failed: {', '.join(failed)}" if failed else "all checks passed"
+    if warned:
+        verdict += f"; {len(warned)} warning(s): {', '.join(warned)}"
+    print(verdict)
     return 1 if failed else 0

@@ -92,7 +92,7 @@ def _load_agent_or_fail(settings: Settings) -> None:
 
 def cmd_ship(settings: Settings, args: argparse.Namespace) -> int:
     """Run the shipper alone, forever or once."""
-    from voicelog.agent.daemon import run_shipper, ship_once
+    from voicelog.agent.daemon import run_shipper, ship_once_with_memory
     from voicelog.services.domain import ShipperAlreadyRunning
 
     if not settings.manager_api.url:
@@ -102,13 +102,16 @@ def cmd_ship(settings: Settings, args: argparse.Namespace) -> int:
         if not args.once:
             asyncio.run(run_shipper(settings))
             return 0
-        summary = asyncio.run(ship_once(settings, max(1, args.max_attempts)))
+        summary, memory = asyncio.run(ship_once_with_memory(settings, max(1, args.max_attempts)))
     except ShipperAlreadyRunning as exc:
         print(f"voicelog: {exc}", file=sys.stderr)
         return 3
     print(f"delivered {summary.delivered}, parked {summary.parked}, dead-lettered "
           f"{summary.dead_lettered}, still pending {summary.held}; spool now: "
           f"{summary.remaining or 'nothing undelivered'}")
+    if memory is not None:
+        print("memory: every sealed turn is in Redis" if memory else
+              "memory: Redis unreachable, turns wait in the spool for the next push")
     return 0 if not summary.remaining else 1
 
 
@@ -136,6 +139,21 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if summary.sessions_failed == 0 and summary.lost == 0 else 1
 
 
+def _memory_line(summary) -> str:
+    started = [p for p in summary.per_session if p.get("memory")]
+    if not started:
+        return "memory: off (memory.enabled: false), or no session had a valid MAC"
+    remembered = sum(1 for p in started if p["preloaded_turns"])
+    line = (f"memory: {summary.preloaded_turns} turns preloaded into {remembered} of "
+            f"{len(summary.per_session)} sessions")
+    fell_back = sum(1 for p in started if p["memory"]["fell_back"])
+    if fell_back:
+        line += f"; {fell_back} read from the spool because Redis failed"
+    if summary.memory_flushed is False:
+        line += "; NOT everything reached Redis (the daemon pushes the rest when Redis is back)"
+    return line
+
+
 def _describe(summary) -> str:
     lines = [
         f"simulated {summary.sessions} sessions in {summary.seconds:.1f} s "
@@ -143,6 +161,7 @@ def _describe(summary) -> str:
         f"captured {summary.user_turns} user turns and {summary.agent_turns} agent replies "
         f"({summary.interrupted} interrupted), skipped {summary.skipped_empty} empty, lost {summary.lost}",
         f"spool: {summary.spool}   backups: {summary.backup_dir}/",
+        _memory_line(summary),
     ]
     if summary.delivery:
         lines.append("delivery: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.delivery.items())))

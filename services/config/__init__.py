@@ -3,10 +3,11 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
-    "_choices": ("ApiMode", "Durability", "LogFormat", "LogLevel", "ReportTimeUnit"),
+    "_choices": ("ApiMode", "Durability", "LogFormat", "LogLevel", "MemoryBackend", "ReportTimeUnit"),
     "_types": ("ConfigError", "Secret"),
     "_model": ("AgentSettings", "ChatHistorySettings", "HttpSettings", "LoggingSettings",
-               "ManagerApiSettings", "MqttSettings", "PluginModel", "Settings", "ShipperSettings"),
+               "ManagerApiSettings", "MemorySettings", "MqttSettings", "PluginModel", "Settings",
+               "ShipperSettings"),
     "_load": ("CONFIG_ENV", "ENV_PREFIX", "load_settings"),
     "_render": ("render_config_yaml",),
 })

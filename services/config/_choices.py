@@ -44,3 +44,10 @@ class LogFormat(StrEnum):
     AUTO = "auto"  # readable on a terminal, JSON lines otherwise
     JSON = "json"
     CONSOLE = "console"
+
+
+class MemoryBackend(StrEnum):
+    """Where a device's recent turns are read from at session start."""
+
+    LOCAL = "local"  # this host's spool
+    REDIS = "redis"  # a Redis shared by the fleet, with this host's spool as the fallback

@@ -11,10 +11,18 @@ import re
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated
+from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from voicelog.services.config._choices import ApiMode, Durability, LogFormat, LogLevel, ReportTimeUnit
+from voicelog.services.config._choices import (
+    ApiMode,
+    Durability,
+    LogFormat,
+    LogLevel,
+    MemoryBackend,
+    ReportTimeUnit,
+)
 from voicelog.services.config._types import (
     Flag,
     Listen,
@@ -197,10 +205,13 @@ class LoggingSettings(_Frozen):
 
 
 class HttpSettings(_Frozen):
-    """The local health and metrics endpoint."""
+    """The local health and metrics endpoint, and the token that opens its /v1 routes."""
 
     listen: Listen = Field("127.0.0.1:9464", description=(
         "Local address for /healthz, /readyz and /metrics; empty disables it."))
+    api_token: Secret = Field(Secret(""), description=(
+        "Bearer token for the /v1 routes (device memory and sessions, for support staff and the\n"
+        "console). Empty: the /v1 routes are off (404). Prefer VOICELOG__HTTP__API_TOKEN."))
 
 
 class MqttSettings(_Frozen):
@@ -228,6 +239,60 @@ class MqttSettings(_Frozen):
         "Seconds between periodic status publications (also published on change)."))
 
 
+MAX_PUSH_INTERVAL = 0.5  # seconds: a turn must reach Redis within 1 s while the daemon runs
+
+
+def _redis_url(value: str) -> str:
+    if urlparse(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0")
+    return value
+
+
+def _key_prefix(value: str) -> str:
+    if not value or any(c in value for c in "{}*?[] \t\n"):
+        raise ValueError("must be a non-empty name without spaces, braces or glob characters")
+    return value
+
+
+class MemorySettings(_Frozen):
+    """Conversation memory: the recent turns a device's next session starts with."""
+
+    enabled: Flag = Field(True, description=(
+        "Start each device session with its recent turns, word for word (what the child said and\n"
+        "what the child heard of each reply). Sessions without a valid MAC and opted-out devices\n"
+        "have no memory."))
+    backend: MemoryBackend = Field(MemoryBackend.LOCAL, description=(
+        "local: read from this host's spool. redis: a Redis shared by the fleet (a toy that\n"
+        "reconnects to another host still remembers), with this host's spool as the fallback."))
+    ttl_hours: Number = Field(24.0, gt=0, description=(
+        "Turns older than this many hours are never preloaded (and expire from Redis)."))
+    max_turns: Whole = Field(20, gt=0, description="At most this many of the newest turns ...")
+    max_chars: Whole = Field(4000, gt=0, description=(
+        "... and at most this many characters, dropping whole turns, oldest first."))
+    read_timeout_ms: Whole = Field(150, gt=0, description=(
+        "Budget for reading memory at session start; past it the session starts without memory."))
+    redis_url: Annotated[VerbatimText, AfterValidator(_redis_url)] = Field(
+        "redis://127.0.0.1:6379/0", description=(
+            "The Redis for backend: redis (redis://[:password@]host:port/db, rediss://, unix://).\n"
+            "Prefer VOICELOG__MEMORY__REDIS_URL when it holds a password."))
+    key_prefix: Annotated[Text, AfterValidator(_key_prefix)] = Field("voicelog:mem", description=(
+        "Start of every Redis key voicelog writes; keys name devices by a hash, never the MAC."))
+    redis_timeout_ms: Whole = Field(100, gt=0, description=(
+        "Connect and socket timeout per Redis call in ms (one retry), so a dead Redis fails fast."))
+    push_interval: Number = Field(0.5, gt=0, le=MAX_PUSH_INTERVAL, description=(
+        "Seconds between the daemon's pushes of newly sealed turns to Redis (at most 0.5)."))
+
+    @property
+    def ttl_ms(self) -> int:
+        """The TTL in milliseconds."""
+        return int(self.ttl_hours * 3_600_000)
+
+    @property
+    def uses_redis(self) -> bool:
+        """Memory is on and kept in Redis."""
+        return self.enabled and self.backend is MemoryBackend.REDIS
+
+
 class Settings(_Frozen):
     """All of voicelog's settings, parsed once at start and passed down."""
 
@@ -238,6 +303,7 @@ class Settings(_Frozen):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     source: str = Field("<defaults>", description="The file these settings were read from, or <defaults>.")
 
 

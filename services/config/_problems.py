@@ -54,6 +54,8 @@ def _message(item: ErrorDetails, choices: tuple[str, ...]) -> str:
         return f"must be greater than {_plain(ctx['gt'])}"
     if kind == "greater_than_equal":
         return f"must be {_plain(ctx['ge'])} or more"
+    if kind == "less_than_equal":
+        return f"must be at most {_plain(ctx['le'])}"
     if kind == "int_from_float":
         return f"must be a whole number, got {value!r}"
     if kind == "bool_type":

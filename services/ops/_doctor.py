@@ -31,7 +31,7 @@ class Check:
     """The verdict of one check."""
 
     name: str
-    state: str  # OK, FAIL or SKIP
+    state: str  # OK, WARN (works, degraded), FAIL or SKIP
     detail: str
 
     def line(self) -> str:
@@ -47,6 +47,11 @@ def ok(name: str, detail: str) -> Check:
 def fail(name: str, detail: str) -> Check:
     """A check that failed: the detail says what to fix."""
     return Check(name, "FAIL", detail)
+
+
+def warn(name: str, detail: str) -> Check:
+    """A check that found the box working, but degraded: the detail says how and what to fix."""
+    return Check(name, "WARN", detail)
 
 
 def skip(name: str, detail: str) -> Check:
@@ -65,7 +70,28 @@ async def run_checks(settings: Settings, environ: Mapping[str, str] | None = Non
         await check_manager(settings),
         check_livekit(environ) if livekit else skip("livekit", "not needed (--ship-only)"),
         await asyncio.to_thread(check_mqtt, settings.mqtt),
+        await check_memory(settings),
     ]
+
+
+async def check_memory(settings: Settings) -> Check:
+    """Where session starts read memory from; never OK while the Redis it should use is down."""
+    from voicelog.services.memory import display_url, redis_health
+
+    memory = settings.memory
+    limits = f"last {memory.max_turns} turns / {memory.max_chars} chars within {memory.ttl_hours:g} h"
+    if not memory.enabled:
+        return skip("memory", "conversation memory is off (memory.enabled: false)")
+    if not memory.uses_redis:
+        return ok("memory", f"local: read from this host's spool; {limits}")
+    url = display_url(memory.redis_url)
+    up, detail = await redis_health(settings)
+    if not up:
+        return warn("memory", f"Redis {url} is DOWN ({detail}): sessions start with this host's spool only "
+                              "(no memory from other hosts); turns are pushed when it is back")
+    if "reset" in detail:
+        return warn("memory", f"Redis {url} {detail}")
+    return ok("memory", f"Redis {url} {detail}; {limits}")
 
 
 def check_backup_dir(settings: Settings) -> Check:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import structlog
@@ -130,15 +130,21 @@ Liveness = Callable[[], dict[str, str | None]]
 
 
 class OpsHttpServer:
-    """Serves /healthz, /readyz and /metrics on a local address."""
+    """Serves /healthz, /readyz and /metrics on a local address, and the apps mounted beside them.
+
+    ``mounts`` maps a path prefix to an aiohttp application built elsewhere (the /v1 API): the
+    operations side serves it without knowing what it does.
+    """
 
     def __init__(self, listen: str, *, metrics: Metrics, stats: SpoolStats,
                  manager: ManagerHealth, liveness: Liveness,
-                 last_delivery_ms: Callable[[], int | None] = lambda: None) -> None:
+                 last_delivery_ms: Callable[[], int | None] = lambda: None,
+                 mounts: Mapping[str, web.Application] | None = None) -> None:
         self.host, port = listen.rsplit(":", 1)
         self.port = int(port)
         self._metrics, self._stats, self._manager = metrics, stats, manager
         self._liveness, self._last_delivery_ms = liveness, last_delivery_ms
+        self._mounts = dict(mounts or {})
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> str:
@@ -147,6 +153,8 @@ class OpsHttpServer:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        for prefix, mounted in self._mounts.items():
+            app.add_subapp(prefix, mounted)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host.strip("[]"), self.port)

@@ -31,9 +31,13 @@ _secrets: set[str] = set()
 
 
 def settings_secrets(settings: Settings) -> list[str]:
-    """Every secret value a configuration holds, for masking."""
+    """Every secret value a configuration holds, for masking (the Redis URL's password too)."""
+    from urllib.parse import urlsplit
+
+    redis_password = urlsplit(settings.memory.redis_url).password or ""
     return [s.reveal() for s in (settings.manager_api.secret, settings.mqtt.password,
-                                 settings.mqtt.command_key) if s]
+                                 settings.mqtt.command_key, settings.http.api_token) if s] + \
+        ([redis_password] if redis_password else [])
 
 
 def add_secrets(*values: str) -> None:

@@ -24,7 +24,7 @@ from prometheus_client import (
 )
 
 from voicelog.services.domain import UNDELIVERED, WAITING, TurnMeta
-from voicelog.services.spool import open_spool
+from voicelog.services.spool import PreloadCount, SpoolMemory, open_spool
 
 BACKLOG_STATUSES = UNDELIVERED
 READY_PROBE_KEY = "ready_probe_ms"
@@ -75,6 +75,46 @@ class Metrics:
             self.turns.labels(event=event)  # present from the first scrape, at 0
         self._seen: dict[str, int] = {}
         self._applied: SpoolSnapshot | None = None
+        self._memory_metrics(r)
+
+    def _memory_metrics(self, r: CollectorRegistry) -> None:
+        self.memory_preloads = Counter(
+            "voicelog_memory_preloads_total", "Session starts by what memory gave: hit (turns preloaded), "
+            "miss (nothing to remember), timeout or error (started without memory)", ["outcome"], registry=r)
+        self.memory_turns_preloaded = Counter("voicelog_memory_turns_preloaded_total",
+                                              "Turns sessions were started with, from memory", registry=r)
+        self.memory_fallbacks = Counter("voicelog_memory_redis_fallbacks_total", "Session starts that read "
+                                        "the spool because Redis failed, was too slow or had lost its data",
+                                        registry=r)
+        self.memory_redis_up = Gauge("voicelog_memory_redis_up",
+                                     "1 while Redis takes the memory writer's pushes", registry=r)
+        self.memory_redis_lag = Gauge("voicelog_memory_redis_lag_seconds",
+                                      "Age of the oldest sealed turn not yet in Redis (0: none)", registry=r)
+        self.memory_redis_written = Counter("voicelog_memory_redis_turns_total", "Turns the memory writer "
+                                            "sent to Redis: stored, or refused (past the TTL, forgotten)",
+                                            ["result"], registry=r)
+        for outcome in ("hit", "miss", "timeout", "error"):
+            self.memory_preloads.labels(outcome=outcome)
+        for result in ("stored", "refused"):
+            self.memory_redis_written.labels(result=result)
+        self._oldest_unpushed_ms: int | None = None
+
+    def memory_redis_state(self, *, up: bool, oldest_unpushed_ms: int | None) -> None:
+        """The writer's view of Redis (a MemoryObserver)."""
+        self.memory_redis_up.set(int(up))
+        self._oldest_unpushed_ms = oldest_unpushed_ms
+        self._set_lag(time.time_ns() // 1_000_000)
+
+    def memory_redis_pushed(self, stored: int, refused: int) -> None:
+        """Turns the writer sent to Redis (a MemoryObserver)."""
+        if stored:
+            self.memory_redis_written.labels(result="stored").inc(stored)
+        if refused:
+            self.memory_redis_written.labels(result="refused").inc(refused)
+
+    def _set_lag(self, now_ms: int) -> None:
+        oldest = self._oldest_unpushed_ms
+        self.memory_redis_lag.set(0 if oldest is None else max(0, now_ms - oldest) / 1000)
 
     def turn_event(self, event: str, count: int = 1) -> None:
         """Count turns reaching a state."""
@@ -102,6 +142,8 @@ class Metrics:
         if snapshot is not self._applied:  # a cached snapshot applied again observes nothing twice
             self._applied = snapshot
             self.observe_turns(snapshot.measured)
+        self._apply_preloads(snapshot.preloads)
+        self._set_lag(snapshot.taken_ms)
 
     def observe_turns(self, measured: tuple[TurnMeta, ...]) -> None:
         """Put each turn's measurements into the per-turn histograms (in seconds)."""
@@ -110,11 +152,21 @@ class Metrics:
                 if key in meta.metrics:
                     histogram.observe(meta.metrics[key] / 1000)
 
-    def _advance(self, event: str, total: int) -> None:
+    def _apply_preloads(self, preloads: tuple[PreloadCount, ...]) -> None:
+        """Job processes record each session's memory read in the spool; count what is new."""
+        by_outcome: dict[str, int] = {}
+        for count in preloads:
+            by_outcome[count.outcome] = by_outcome.get(count.outcome, 0) + count.sessions
+        for outcome, total in by_outcome.items():
+            self._advance(f"preload:{outcome}", total, self.memory_preloads.labels(outcome=outcome))
+        self._advance("preloaded_turns", sum(c.turns for c in preloads), self.memory_turns_preloaded)
+        self._advance("fallbacks", sum(c.sessions for c in preloads if c.fell_back), self.memory_fallbacks)
+
+    def _advance(self, event: str, total: int, counter: Counter | None = None) -> None:
         # The spool's totals shrink when retention prunes; a counter only moves on by growth.
         growth = total - self._seen.get(event, 0)
         if growth > 0:
-            self.turns.labels(event=event).inc(growth)
+            (counter or self.turns.labels(event=event)).inc(growth)
         self._seen[event] = total
 
     def render(self) -> bytes:
@@ -133,6 +185,7 @@ class SpoolSnapshot:
     spool_bytes: int = 0
     taken_ms: int = 0
     measured: tuple[TurnMeta, ...] = ()  # turns sealed with measurements since the last read
+    preloads: tuple[PreloadCount, ...] = ()  # memory reads at session starts, recorded by job processes
 
     @property
     def waiting(self) -> int:
@@ -179,7 +232,8 @@ class SpoolStats:
             active, skipped, oldest = self._spool.totals(WAITING)
             return SpoolSnapshot(counts=counts, skipped=int(skipped), sessions_active=int(active),
                                  oldest_waiting_ms=oldest, spool_bytes=self._spool.size_bytes(),
-                                 taken_ms=time.time_ns() // 1_000_000, measured=self._newly_measured())
+                                 taken_ms=time.time_ns() // 1_000_000, measured=self._newly_measured(),
+                                 preloads=tuple(SpoolMemory(self._spool).preload_counts()))
 
     def _newly_measured(self) -> tuple[TurnMeta, ...]:
         """Measured turns sealed since the last read, each returned once."""

@@ -3,7 +3,8 @@
 Covers the spool (all statuses, dead-letter included), backup files (also ones copied from
 another box), and quarantined files that mention the device. SQLite's freed pages are zeroed
 (secure_delete) and the write-ahead log is checkpointed, so deleted words do not linger in
-the database files.
+the database files. With a ``MemoryEraser`` the device's (or session's) conversation memory goes
+too, from the shared Redis as well.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voicelog.services.backup import BackupError, backup_files, read_backup
+from voicelog.services.domain import mac_from_room_name, wall_ms
+from voicelog.services.memory import EraseReport, MemoryEraser
 from voicelog.services.spool import Spool
 
 
@@ -23,11 +26,13 @@ class PurgeReport:
     turns: int = 0
     files: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    memory: EraseReport | None = None
 
 
 def purge(spool: Spool, backup_dir: str | Path, *, mac: str | None = None,
-          session_id: str | None = None, dry_run: bool = False) -> PurgeReport:
-    """Remove the selected device's or session's turns, sessions and files; report them."""
+          session_id: str | None = None, dry_run: bool = False,
+          memory: MemoryEraser | None = None) -> PurgeReport:
+    """Remove the selected device's or session's turns, sessions, files and memory; report them."""
     if not mac and not session_id:
         raise ValueError("purge needs a MAC or a session id")
     report = PurgeReport()
@@ -39,13 +44,31 @@ def purge(spool: Spool, backup_dir: str | Path, *, mac: str | None = None,
     report.files = [str(p) for p in paths]
     if dry_run:
         return report
+    devices = _devices_of(spool, chosen | ({session_id} if session_id else set()))
     _erase_rows(spool, chosen)
     for path in paths:
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
             report.errors.append(f"{path}: {exc.strerror}")
+    if memory is not None:
+        report.memory = (memory.erase_device(mac, now_ms=wall_ms()) if mac
+                         else memory.erase_sessions(devices))
+        if not report.memory.complete:
+            report.errors.append(f"conversation memory in Redis not erased ({report.memory.error}); it "
+                                 "expires within memory.ttl_hours; run the purge again once Redis answers")
     return report
+
+
+def _devices_of(spool: Spool, sessions: set[str]) -> dict[str, list[str]]:
+    """The sessions by device MAC (from the spool, else from the room name), for memory erasure."""
+    devices: dict[str, list[str]] = {}
+    for session_id in sessions:
+        record = spool.session(session_id)
+        mac = record.mac if record is not None and record.mac_valid else mac_from_room_name(session_id)
+        if mac:
+            devices.setdefault(mac, []).append(session_id)
+    return devices
 
 
 def _sessions(spool: Spool, mac: str | None, session_id: str | None) -> set[str]:

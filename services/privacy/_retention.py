@@ -15,7 +15,8 @@ from pathlib import Path
 
 from voicelog.services.backup import BackupError, BackupWriter, backup_files, read_backup
 from voicelog.services.config import ChatHistorySettings
-from voicelog.services.domain import DONE, SessionRecord
+from voicelog.services.domain import DONE, SessionRecord, normalise_mac
+from voicelog.services.memory import MemoryEraser
 from voicelog.services.spool import Spool
 
 DAY_MS = 86_400_000
@@ -53,7 +54,7 @@ class PruneReport:
 
 def prune(spool: Spool, backup_writer_or_dir: BackupWriter | str | os.PathLike[str],
           settings: ChatHistorySettings, *, now_ms: int, include_undelivered: bool = False,
-          dry_run: bool = False) -> PruneReport:
+          dry_run: bool = False, memory: MemoryEraser | None = None) -> PruneReport:
     """Delete ended sessions older than ``retention_days`` whose turns are all delivered.
 
     With ``include_undelivered``, sessions with undelivered turns go too once they ended more
@@ -75,9 +76,25 @@ def prune(spool: Spool, backup_writer_or_dir: BackupWriter | str | os.PathLike[s
         report.removed = _delete_sessions(spool, report.removed, cutoff, undelivered_cutoff)
         _delete_files(writer, report)
     _prune_orphan_files(spool, writer, report)
+    if not dry_run:
+        _forget_in_memory(memory, report)
     if include_undelivered and not dry_run:
         _prune_quarantine(writer.backup_dir, now_ms, settings, report)
     return report
+
+
+def _forget_in_memory(memory: MemoryEraser | None, report: PruneReport) -> None:
+    """Removed sessions leave the shared memory too (Redis would otherwise keep them for the TTL)."""
+    if memory is None or not report.removed:
+        return
+    devices: dict[str, list[str]] = {}
+    for session in report.removed:
+        if normalise_mac(session.mac):
+            devices.setdefault(session.mac, []).append(session.session_id)
+    erased = memory.erase_sessions(devices)
+    if not erased.complete:
+        report.errors.append(f"conversation memory in Redis not erased ({erased.error}); it expires "
+                             "within memory.ttl_hours")
 
 
 def _prune_quarantine(backup_dir: Path, now_ms: int, settings: ChatHistorySettings,

@@ -62,6 +62,10 @@ class SpoolConnection:
                     raise
                 time.sleep(0.005)
 
+    def sibling(self, *, busy_timeout_ms: int) -> SpoolConnection:
+        """A second connection to the same file with the same durability."""
+        return SpoolConnection(self.path, durability=self._durability, busy_timeout_ms=busy_timeout_ms)
+
     def ensure_schema(self) -> None:
         """Create the tables of a new file, bring an older one up to date; refuse a newer one."""
         with self.write() as db:

@@ -125,3 +125,50 @@ TURN_REQUEUE_FAILED = ("UPDATE turns SET status='pending', next_attempt_ms=0, up
 TURN_REQUEUE_DELIVERED = ("UPDATE turns SET status='pending', next_attempt_ms=0, parts_sent=0,"
                           " updated_ms=? WHERE session_id=? AND seq=? AND status='delivered'")
 TURN_DUE_NOW = "UPDATE turns SET next_attempt_ms=0 WHERE session_id=? AND seq=? AND status='pending'"
+
+# --- conversation memory ----------------------------------------------------------------------
+# Sealed turns with words ('open' is still being captured, 'skipped' said nothing).
+_REMEMBERED = "t.status IN ('pending', 'delivered', 'parked', 'dead_letter') AND t.content <> ''"
+# A device's newest remembered turns since :floor and after its forget cut-off, newest first.
+# The device's sessions come from sessions_by_mac, then each one's turns by (session_id, seq);
+# CROSS JOIN keeps that order (left to right, SQLite's rule): with no statistics the planner
+# would otherwise walk turns_by_status over every turn of the spool (25 ms at 20k turns).
+MEMORY_RECENT = (
+    "SELECT t.session_id, t.seq, t.chat_type, t.content, t.interrupted, t.captured_ms, s.agent_id"
+    " FROM sessions s CROSS JOIN turns t ON t.session_id = s.session_id"
+    " WHERE s.mac = :mac AND s.mac_valid = 1 AND (s.ended_ms IS NULL OR s.ended_ms >= :floor)"
+    " AND t.captured_ms >= :floor"
+    " AND t.captured_ms > COALESCE((SELECT cutoff_ms FROM memory_forget WHERE mac = :mac), -1)"
+    f" AND {_REMEMBERED} ORDER BY t.captured_ms DESC, t.session_id DESC, t.seq DESC LIMIT :limit")
+MEMORY_CUTOFF = "SELECT cutoff_ms FROM memory_forget WHERE mac=?"
+# A later cut-off wins; ``synced`` follows the cut-off it came with.
+MEMORY_FORGET = (
+    "INSERT INTO memory_forget (mac, cutoff_ms, synced) VALUES (?1, ?2, ?3) ON CONFLICT(mac) DO UPDATE"
+    " SET synced=CASE WHEN excluded.cutoff_ms >= cutoff_ms THEN excluded.synced ELSE synced END,"
+    " cutoff_ms=MAX(cutoff_ms, excluded.cutoff_ms)")
+MEMORY_FORGET_DELETE = "DELETE FROM memory_forget WHERE mac=?"
+MEMORY_FORGETS_UNSYNCED = "SELECT mac, cutoff_ms FROM memory_forget WHERE synced=0 AND cutoff_ms >= ?"
+MEMORY_FORGET_SYNCED = "UPDATE memory_forget SET synced=1 WHERE mac=? AND cutoff_ms=?"
+MEMORY_PRELOAD_RECORD = "INSERT OR REPLACE INTO memory_preloads VALUES (?, ?, ?, ?, ?, ?)"
+MEMORY_PRELOAD_COUNTS = ("SELECT outcome, store, fell_back, COUNT(*), COALESCE(SUM(turns), 0)"
+                         " FROM memory_preloads GROUP BY outcome, store, fell_back")
+MEMORY_PRELOADS_DELETE_OF_SESSION = "DELETE FROM memory_preloads WHERE session_id=?"
+# The Redis writer's feed: every turn by rowid (insertion order), with what it needs to decide.
+_FEED = (
+    "SELECT t.rowid, t.session_id, t.seq, t.chat_type, t.content, t.interrupted, t.captured_ms,"
+    " t.status, t.updated_ms, s.mac, s.mac_valid, s.agent_id, COALESCE(f.cutoff_ms, -1)"
+    " FROM turns t JOIN sessions s ON s.session_id = t.session_id"
+    " LEFT JOIN memory_forget f ON f.mac = s.mac")
+MEMORY_FEED_AFTER = f"{_FEED} WHERE t.rowid > ? ORDER BY t.rowid LIMIT ?"
+MEMORY_FEED_ROWS = f"{_FEED} WHERE t.rowid IN (SELECT value FROM json_each(?)) ORDER BY t.rowid"
+# Where the writer starts again after a restart: every turn at or below it is in Redis or not
+# to be remembered. The Redis epoch this host's pushes went to rides beside it.
+MEMORY_META_GET = "SELECT value FROM meta WHERE key=?"
+# After deleting turns, SQLite may hand a deleted rowid out again (it reuses rowids above the
+# newest row left). The lowest such floor since the writer last looked tells it where to read again.
+MEMORY_FLOOR_LOWER = (
+    "INSERT INTO meta VALUES ('memory_floor', (SELECT COALESCE(MAX(rowid), 0) FROM turns))"
+    " ON CONFLICT(key) DO UPDATE SET value=MIN(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))")
+MEMORY_FLOOR_GET = "SELECT value FROM meta WHERE key='memory_floor'"
+MEMORY_FLOOR_TAKE = "DELETE FROM meta WHERE key='memory_floor'"
+MEMORY_LAST_ROWID = "SELECT COALESCE(MAX(rowid), 0) FROM turns"

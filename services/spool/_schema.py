@@ -56,6 +56,22 @@ SCHEMA = (
         kind TEXT NOT NULL,
         count INTEGER NOT NULL,
         detail TEXT)""",
+    # Conversation memory reads a device's recent sessions by MAC at every session start.
+    "CREATE INDEX IF NOT EXISTS sessions_by_mac ON sessions (mac, started_ms)",
+    # A device's forget cut-off: turns captured at or before it are never preloaded again (they
+    # stay for delivery). ``synced``: the same cut-off is applied in Redis too.
+    """CREATE TABLE IF NOT EXISTS memory_forget (
+        mac TEXT PRIMARY KEY,
+        cutoff_ms INTEGER NOT NULL,
+        synced INTEGER NOT NULL DEFAULT 0)""",
+    # What each session's memory read at start gave (job processes write it; /metrics counts it).
+    """CREATE TABLE IF NOT EXISTS memory_preloads (
+        session_id TEXT PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        store TEXT NOT NULL,
+        fell_back INTEGER NOT NULL,
+        turns INTEGER NOT NULL)""",
 )
 
 # From version N-1 to N; each statement runs only when its column is missing (see _connection).

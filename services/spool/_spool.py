@@ -82,6 +82,11 @@ class Spool:
         """Reconnect when another process quarantined and rebuilt the file; True if it did."""
         return self.connection.reopen_if_replaced()
 
+    def twin(self, *, busy_timeout_ms: int) -> Spool:
+        """Another connection to the same file, for work that must not share this one's thread."""
+        return Spool(self.connection.sibling(busy_timeout_ms=busy_timeout_ms), backup_dir=self.backup_dir,
+                     max_bytes=self.max_bytes, cipher=self.cipher, now=self._now)
+
     def size_bytes(self) -> int:
         """Bytes the spool occupies on disk, including its write-ahead log."""
         return self.connection.size_bytes()
@@ -310,8 +315,8 @@ class Spool:
         self._db.execute(q.SECURE_DELETE_ON)
         with self.connection.write() as db:
             for session_id in session_ids:
-                db.execute(q.TURNS_DELETE_OF_SESSION, (session_id,))
-                db.execute(q.SESSION_DELETE, (session_id,))
+                self._delete_session(db, session_id)
+            db.execute(q.MEMORY_FLOOR_LOWER)
         self.connection.truncate_wal()
 
     def ended_before(self, cutoff_ms: int) -> list[EndedSession]:
@@ -330,7 +335,14 @@ class Spool:
             for session_id, cutoff, undone_ok in candidates:
                 if db.execute(q.SESSION_STILL_EXPIRED,
                               (session_id, cutoff, int(undone_ok), json_list(DONE))).fetchone():
-                    db.execute(q.TURNS_DELETE_OF_SESSION, (session_id,))
-                    db.execute(q.SESSION_DELETE, (session_id,))
+                    self._delete_session(db, session_id)
                     removed.append(session_id)
+            db.execute(q.MEMORY_FLOOR_LOWER)
         return removed
+
+    @staticmethod
+    def _delete_session(db: sqlite3.Connection, session_id: str) -> None:
+        """A session's turns, its row and its memory preload record, inside the caller's transaction."""
+        db.execute(q.TURNS_DELETE_OF_SESSION, (session_id,))
+        db.execute(q.SESSION_DELETE, (session_id,))
+        db.execute(q.MEMORY_PRELOADS_DELETE_OF_SESSION, (session_id,))

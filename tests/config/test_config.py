@@ -35,13 +35,15 @@ def test_shipped_config_file_equals_the_embedded_defaults():
     assert from_file.shipper == defaults.shipper
     assert from_file.agent == defaults.agent
     assert from_file.mqtt == defaults.mqtt
+    assert from_file.http == defaults.http
+    assert from_file.memory == defaults.memory
 
 
 def test_every_key_of_the_settings_is_documented_in_config_yaml():
     """Each settings field appears in config.yaml with a comment above it or its section."""
     text = (REPO / "config.yaml").read_text()
     settings = load_settings(None, environ={})
-    for section in ("manager_api", "chat_history", "shipper", "agent", "logging", "http", "mqtt"):
+    for section in ("manager_api", "chat_history", "shipper", "agent", "logging", "http", "mqtt", "memory"):
         assert f"\n{section}:" in text
         for name in type(getattr(settings, section)).model_fields:
             assert f"  {name}:" in text, f"{section}.{name} is not documented"
@@ -84,6 +86,11 @@ def test_voicelog_config_variable_selects_the_file(tmp_path):
     ("nonsense: {}\n", "unknown section 'nonsense'"),
     ("- a\n- b\n", "must hold a mapping of sections"),
     ("manager_api: [\n", "is not valid YAML"),
+    ("memory:\n  backend: memcached\n", "memory.backend must be one of local, redis"),
+    ("memory:\n  redis_url: http://h:6379\n", "memory.redis_url must be a redis://"),
+    ("memory:\n  push_interval: 2\n", "memory.push_interval must be at most 0.5"),
+    ("memory:\n  key_prefix: 'a b*'\n", "memory.key_prefix must be a non-empty name"),
+    ("memory:\n  max_turns: 0\n", "memory.max_turns must be greater than 0"),
 ])
 def test_bad_values_fail_naming_the_key_and_what_is_allowed(tmp_path, text, message):
     """Each bad value is refused at start with the key and the allowed values."""
@@ -120,7 +127,7 @@ def test_every_declared_key_has_a_description_in_the_json_schema():
     """Each key's one declaration carries its documentation, so the schema documents every key."""
     sections = {name: model for name, model in Settings.model_json_schema()["$defs"].items()
                 if "properties" in model}
-    assert len(sections) == 8  # the seven sections and agent's plugin model
+    assert len(sections) == 9  # the eight sections and agent's plugin model
     for section, model in sections.items():
         for key, prop in model["properties"].items():
             assert prop.get("description"), f"{section}.{key} has no description"
@@ -136,7 +143,8 @@ def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={"VOICELOG__LOGGING__LEVEL": "LOUD"})
     assert sorted(info.value.problems) == sorted([
-        "unknown section 'nonsense'; known: manager_api, chat_history, shipper, agent, logging, http, mqtt",
+        "unknown section 'nonsense'; known: manager_api, chat_history, shipper, agent, logging, http, mqtt, "
+        "memory",
         "manager_api.timeout must be greater than 0",
         "manager_api.api_mode must be one of report, session; got 'batch'",
         "chat_history.batch_size must be greater than 0",

@@ -11,7 +11,7 @@ import sys
 from tests.kits import REPO
 
 SECTION_HEADINGS = ("### 1. Capture", "### 2-3. Delivery", "### 4. End-to-end latency", "### 5. Backlog drain",
-                    "### 6. Agent scale", "### Targets")
+                    "### 6. Agent scale", "### 7. Conversation memory", "### Targets")
 
 
 def _is_number(value: object) -> bool:
@@ -55,4 +55,12 @@ def test_quick_bench_prints_every_section_and_writes_numbers_for_each(tmp_path):
     assert agents["steps"] and all(step["turns"] > 0 for step in agents["steps"])
     assert all(_is_number(agents[k]) for k in ("cpu_us_per_turn", "capture_cpu_us_per_turn", "capture_share"))
 
-    assert len(results["targets"]) == 5 and all(isinstance(t["met"], bool) for t in results["targets"])
+    memory = results["memory"]
+    assert memory["preload"]["devices"] == 1000 and memory["preload"]["redis_turns"] > 0
+    for reads in ("local_ms", "redis_ms", "redis_cold_ms"):
+        assert _is_number(memory["preload"][reads]["p99"]), reads
+    assert all(_is_number(memory["capture"][k]["p99"]) for k in ("off_us", "on_us", "redis_lag_ms"))
+    assert all(_is_number(memory["capture"][k]) for k in ("p99_on_vs_off", "median_round_p99_on_vs_off",
+                                                           "writer_cpu_share"))
+
+    assert len(results["targets"]) == 8 and all(isinstance(t["met"], bool) for t in results["targets"])

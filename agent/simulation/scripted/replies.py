@@ -18,12 +18,19 @@ from livekit.agents import (
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
 from voicelog.agent.simulation.scripted.speech import SAMPLE_RATE, SECONDS_PER_CHAR
+from voicelog.services.memory import MEMORY_ITEM_PREFIX
 
 # --- agent replies -----------------------------------------------------------------------------
 
 
 class ScriptedLLM(llm.LLM):
-    """LLM that answers the n-th user message with the n-th scripted reply, in chunks."""
+    """LLM that answers the n-th user message with the n-th scripted reply, in chunks.
+
+    Remembered turns preloaded into the chat context (ids starting with ``memory_prefix``) are
+    not this session's messages, so they do not count: the script stays aligned with memory on.
+    """
+
+    memory_prefix = MEMORY_ITEM_PREFIX
 
     def __init__(self, replies: Sequence[str], *, words_per_chunk: int = 3) -> None:
         super().__init__()
@@ -33,7 +40,8 @@ class ScriptedLLM(llm.LLM):
     def reply_for(self, chat_ctx: llm.ChatContext) -> str:
         """The scripted reply to the latest user message of ``chat_ctx``."""
         # counting user messages (not calls) keeps retries or extra calls from desyncing
-        messages = [item for item in chat_ctx.items if isinstance(item, llm.ChatMessage)]
+        messages = [item for item in chat_ctx.items if isinstance(item, llm.ChatMessage)
+                    and not item.id.startswith(self.memory_prefix)]
         user_turns = sum(1 for message in messages if message.role == "user")
         return self._replies[min(max(user_turns - 1, 0), len(self._replies) - 1)]
 

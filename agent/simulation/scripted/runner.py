@@ -57,14 +57,15 @@ class ScriptedSession(NamedTuple):
     synchronizer: TranscriptSynchronizer
 
 
-def build_session(turns: Sequence[ScriptTurn], *, time_scale: float = 1.0) -> ScriptedSession:
+def build_session(turns: Sequence[ScriptTurn], *, time_scale: float = 1.0,
+                  llm_model: llm.LLM | None = None) -> ScriptedSession:
     """Create a session wired to scripted models, a silent mic and a simulated speaker."""
     if time_scale <= 0:
         raise ValueError("time_scale must be positive")
     scripted_stt = ScriptedSTT(time_scale=time_scale)
     session: AgentSession = AgentSession(
         stt=scripted_stt,
-        llm=ScriptedLLM([turn["agent"] for turn in turns]),
+        llm=llm_model or ScriptedLLM([turn["agent"] for turn in turns]),
         tts=ScriptedTTS(time_scale=time_scale),
         **session_kwargs(time_scale),
     )
@@ -154,21 +155,25 @@ async def run_conversation(
     *,
     time_scale: float = 1.0,
     on_session: Callable[[AgentSession], object] | None = None,
+    chat_ctx: llm.ChatContext | None = None,
+    llm_model: llm.LLM | None = None,
 ) -> list[HistoryEntry]:
     """Play ``turns`` through a real AgentSession with no room and return its chat history.
 
-    ``on_session`` is called before ``session.start`` so handlers see every event. Returns
-    once the last reply has finished playing and the session is closed.
+    ``on_session`` is called before ``session.start`` so handlers see every event; ``chat_ctx``
+    is what the agent starts with (remembered turns); ``llm_model`` replaces the scripted LLM
+    (e.g. one that records what it was asked). Returns once the last reply has finished
+    playing and the session is closed.
     """
     if not turns or any(not turn["user"].strip() for turn in turns):
         raise ValueError("every turn needs user text: an empty utterance never ends a turn")
-    parts = build_session(turns, time_scale=time_scale)
+    parts = build_session(turns, time_scale=time_scale, llm_model=llm_model)
     if on_session is not None:
         result = on_session(parts.session)
         if asyncio.iscoroutine(result):
             await result
     player = _ScriptPlayer(parts)
-    await parts.session.start(Agent(instructions=INSTRUCTIONS))
+    await parts.session.start(Agent(instructions=INSTRUCTIONS, chat_ctx=chat_ctx))
     try:
         await _unless_closed(parts.session, player.play(turns))
     finally:
