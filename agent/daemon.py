@@ -105,6 +105,7 @@ class Operations:
         self._watched: dict[str, asyncio.Task[Any]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
+        self.fleet: Any = None  # the MQTT FleetChannel, when enabled
 
     async def start(self, stop: asyncio.Event) -> None:
         """Start the HTTP endpoint (when configured) and the side tasks."""
@@ -115,7 +116,8 @@ class Operations:
         self._spawn(self._announce_stop(stop), "voicelog-stop-notice")
         self._spawn(self._prune_periodically(stop), "voicelog-prune")
         if self.settings.mqtt.enabled:
-            self._spawn(self._fleet_channel().run(stop), "voicelog-mqtt")
+            self.fleet = self._fleet_channel()
+            self.watch("mqtt", self._spawn(self.fleet.run(stop), "voicelog-mqtt"))
 
     async def _serve_http(self) -> None:
         http = OpsHttpServer(self.settings.http.listen, metrics=self.metrics, stats=self.stats,
@@ -139,14 +141,21 @@ class Operations:
         checks: dict[str, str | None] = {}
         for name, task in self._watched.items():
             checks[name] = "ended" if task.done() and not self._stop.is_set() else None
+        if self.fleet is not None and checks.get("mqtt") is None:
+            checks["mqtt_commands"] = self.fleet.commands_problem()
         limit = max(STUCK_AFTER_MIN, STUCK_AFTER_POLLS * self.settings.shipper.poll_interval)
         if checks.get("shipper") is None and self.heartbeat.age() > limit:
             checks["shipper"] = f"loop has not run for {self.heartbeat.age():.0f} s"
         return checks
 
     def healthy(self) -> bool:
-        """Alive and well (while draining, always: the drain has its own time limit)."""
-        return self._stop.is_set() or not any(self.liveness().values())
+        """Alive and well (while draining, always: the drain has its own time limit).
+
+        A crashed MQTT command task restarts by itself: /healthz shows it, but it is no reason
+        for the watchdog to restart the daemon (and cut the voice sessions it captures).
+        """
+        problems = {name: why for name, why in self.liveness().items() if why and name != "mqtt_commands"}
+        return self._stop.is_set() or not problems
 
     def ready(self, doing: str) -> None:
         """Tell systemd we are serving."""
@@ -171,8 +180,10 @@ class Operations:
         log.info("daemon_stopped", delivered=summary.delivered, parked=summary.parked,
                  dead_lettered=summary.dead_lettered)
 
-    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
-        self._tasks.append(asyncio.create_task(work, name=name))
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.append(task)
+        return task
 
     async def _announce_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -225,7 +236,8 @@ class Operations:
         mqtt = self.settings.mqtt
         add_secrets(mqtt.password.reveal(), mqtt.command_key.reveal())
         commands = FleetCommands(self.shipper.delivery, self.shipper.wake)
-        return FleetChannel(mqtt, status=self._fleet_status, version=_version(), commands=commands)
+        return FleetChannel(mqtt, status=self._fleet_status, version=_version(), commands=commands,
+                            metrics=self.metrics)
 
     async def _fleet_status(self) -> dict[str, Any]:
         snapshot = await self.stats.snapshot()
