@@ -212,6 +212,7 @@ class Operations:
         spool = host_spool(self.settings)
         history = self.settings.chat_history
         try:
+            spool.adopt_orphans(wall_ms())  # turns an older voicelog left without a session row
             expiring = expiring_undelivered(spool, history, now_ms=wall_ms())
             # Undelivered turns are kept max_undelivered_days, then dropped: say so loudly first.
             report = prune(spool, history.backup_dir, history, now_ms=wall_ms(), include_undelivered=True)

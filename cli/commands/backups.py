@@ -165,7 +165,9 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         spool.close()
     verb = "would erase" if args.dry_run else "erased"
-    print(f"{verb} {len(report.sessions)} sessions, {report.turns} turns, {len(report.files)} files")
+    live = (f" ({len(report.live)} still live: {'their' if len(report.live) > 1 else 'its'} further turns "
+            f"{'would be' if args.dry_run else 'are'} refused and counted)") if report.live else ""
+    print(f"{verb} {len(report.sessions)} sessions{live}, {report.turns} turns, {len(report.files)} files")
     for path in report.files:
         print(f"  {path}")
     for error in report.errors:

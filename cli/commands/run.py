@@ -67,6 +67,9 @@ def cmd_ship(settings: Settings, args: argparse.Namespace) -> int:
     except ShipperAlreadyRunning as exc:
         print(f"voicelog: {exc}", file=sys.stderr)
         return 3
+    if summary.repaired:
+        print(f"repaired: {sum(summary.repaired.values())} turn(s) of {len(summary.repaired)} session(s) "
+              "had no session row (left by an older voicelog); gave them one, MAC from the room name")
     print(f"delivered {summary.delivered}, parked {summary.parked}, dead-lettered "
           f"{summary.dead_lettered}, still pending {summary.held}; spool now: "
           f"{summary.remaining or 'nothing undelivered'}")

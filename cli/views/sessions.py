@@ -47,11 +47,13 @@ def speaker(turn: Turn) -> str:
 
 def list_table(views: list[SessionView]) -> Table:
     """``backups list``: one row per session with its turn counts by status."""
-    only_files = any(v.source != "spool" for v in views)
+    notes = [note for source, note in (("backup", "* only in a backup file, not in this box's spool"),
+                                       ("orphan", "! turns with no session row (left by an older voicelog): "
+                                                  "`voicelog ship --once` or the next start repairs them"))
+             if any(v.source == source for v in views)]
     table = Table(title=f"{len(views)} session(s), times in UTC", title_justify="left", box=None,
                   header_style="bold underline", pad_edge=False,
-                  caption="* only in a backup file, not in this box's spool" if only_files else None,
-                  caption_justify="left")
+                  caption="\n".join(notes) or None, caption_justify="left")
     table.add_column("session", overflow="fold")
     for name in ("MAC", "started", "ended"):
         table.add_column(name, no_wrap=True)
@@ -60,7 +62,7 @@ def list_table(views: list[SessionView]) -> Table:
     for view in views:
         s = view.session
         mac = Text(s.mac, style="" if s.mac_valid else "bold red")
-        table.add_row(Text(s.session_id + ("" if view.source == "spool" else " *")), mac,
+        table.add_row(Text(s.session_id + {"spool": "", "backup": " *", "orphan": " !"}[view.source]), mac,
                       when(s.started_ms)[:16], _ended(s.started_ms, s.ended_ms),
                       *[str(view.counts.get(name, 0)) for name in COUNTED])
     return table
@@ -143,6 +145,9 @@ def prune_lines(console: Console, report: PruneReport) -> None:
                       highlight=False, soft_wrap=True)
     for error in report.errors:
         console.print(f"[red]ERROR[/] {escape(error)}", highlight=False)
+    for path in report.temp_files_removed:
+        console.print(f"removed {path} (a temporary file a killed writer left)", highlight=False,
+                      markup=False, soft_wrap=True)
     console.print(f"{verb} {len(report.removed)} session(s), {report.turns_removed} turn(s) "
                   f"ended before {when(report.cutoff_ms)}; kept {len(report.kept_undelivered)} "
                   "with undelivered turns")

@@ -3,6 +3,7 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
+    "_folder": ("STALE_TEMP_SECONDS", "remove_stale_temp_files", "temp_files", "tighten_data_dir"),
     "_format": ("BACKUP_FORMAT", "BACKUP_VERSION", "Backup", "backup_file_name", "day_folder",
         "document_records", "iso_ms", "iso_to_ms", "session_document"),
     "_reader": ("BackupError", "BackupTooNew", "backup_files", "damaged_backups", "load_document",

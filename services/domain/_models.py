@@ -49,6 +49,7 @@ class Turn:
     next_attempt_ms: int = 0
     wire_time: int | None = None
     delivered_ms: int | None = None
+    wire_limit: int | None = None  # max_content_chars when the wire time was pinned: fixes the split
 
     @property
     def turn_id(self) -> str:

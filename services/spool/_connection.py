@@ -13,9 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
+
 from voicelog.services.spool import _queries as q
 from voicelog.services.spool._errors import SpoolError
-from voicelog.services.spool._schema import SCHEMA, SCHEMA_VERSION
+from voicelog.services.spool._schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+
+log = structlog.get_logger("voicelog.spool")
 
 _SYNCHRONOUS = {"process": "NORMAL", "power": "FULL"}
 # SQLite's own default, stated: a lower one would put a checkpoint's two fsyncs on the capture
@@ -58,7 +62,7 @@ class SpoolConnection:
                 time.sleep(0.005)
 
     def ensure_schema(self) -> None:
-        """Create the tables of a new file; refuse a file written by a newer voicelog."""
+        """Create the tables of a new file, bring an older one up to date; refuse a newer one."""
         with self.write() as db:
             for statement in SCHEMA:
                 db.execute(statement)
@@ -68,6 +72,17 @@ class SpoolConnection:
             elif int(row[0]) > SCHEMA_VERSION:
                 raise SpoolError(f"spool {self.path} has schema {row[0]}, newer than this voicelog "
                                  f"({SCHEMA_VERSION}); upgrade voicelog")
+            elif int(row[0]) < SCHEMA_VERSION:
+                self._migrate(db, int(row[0]))
+
+    def _migrate(self, db: sqlite3.Connection, found: int) -> None:
+        # Inside the schema transaction: the file moves to the new version whole or not at all.
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for table, column, statement in MIGRATIONS.get(version, ()):
+                if column not in {row[0] for row in db.execute(q.TABLE_COLUMNS, (table,))}:
+                    db.execute(statement)
+        db.execute(q.META_SET, ("schema_version", str(SCHEMA_VERSION)))
+        log.warning("spool_schema_upgraded", path=str(self.path), from_version=found, to_version=SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the connection."""

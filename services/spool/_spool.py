@@ -18,8 +18,9 @@ from voicelog.services.domain import DONE, SessionRecord, Turn, TurnStatus, wall
 from voicelog.services.sealing import ContentCipher, is_sealed
 from voicelog.services.spool import _queries as q
 from voicelog.services.spool._connection import SpoolConnection
-from voicelog.services.spool._errors import DuplicateTurn, SpoolFull
-from voicelog.services.spool._schema import session_record, turn_record
+from voicelog.services.spool._errors import DuplicateTurn, SessionErased, SpoolFull
+from voicelog.services.spool._orphans import adopt_orphans, orphan_counts, orphan_ids_of
+from voicelog.services.spool._schema import NO_SESSION_MESSAGE, erased_digest, session_record, turn_record
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class SessionCounts:
 
     session: SessionRecord
     counts: dict[str, int]
+    orphan: bool = False  # turns without a session row; the record is what the repair will store
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Spool:
         # from the spool (backups, quarantine); only delivery and display open it.
         self.cipher = cipher
         self.recovery: object | None = None  # the RecoveryReport when opening repaired something
+        self.adopted: dict[str, int] = {}  # turns found without a session row at open, given one
         self._now = now
         self._on_close = on_close
 
@@ -95,18 +98,24 @@ class Spool:
     # --- capture side -------------------------------------------------------------------------
 
     def open_session(self, session_id: str, *, mac: str, mac_valid: bool, mac_source: str,
-                     started_ms: int, owner: str) -> tuple[int, int]:
+                     started_ms: int, owner: str, renamed: str | None = None) -> tuple[int, int]:
         """Register (or re-own) a session; return its last sequence number and report time.
 
         Turns a previous owner left open (its process died mid-turn) are sealed: nobody will
-        finish them, and an open turn would hold back delivery of everything after it.
+        finish them, and an open turn would hold back delivery of everything after it. A session
+        erased on request is refused (SessionErased). ``renamed`` says why the session id is not
+        the room name as given; a new session records it in ``losses`` (no room name kept).
         """
         with self.connection.write() as db:
+            if db.execute(q.ERASED_GET, (erased_digest(session_id),)).fetchone():
+                raise SessionErased(f"session {session_id} was erased on request; its capture is refused")
             before = db.execute(q.SESSION_OWNER, (session_id,)).fetchone()
             db.execute(q.SESSION_OPEN, (session_id, mac, int(mac_valid), mac_source, started_ms,
                                         owner, started_ms))
             if before is not None and before[0] != owner:
                 self._seal_open(db, session_id, started_ms)
+            if before is None and renamed:
+                db.execute(q.LOSS_INSERT, (self._now(), session_id, "room_name_rewritten", 1, renamed))
         return self.session_position(session_id)
 
     def session_position(self, session_id: str) -> tuple[int, int]:
@@ -133,8 +142,10 @@ class Spool:
                 turn.session_id, turn.seq, int(turn.chat_type), self._seal(turn.content), turn.report_ms,
                 turn.captured_ms, int(turn.interrupted), turn.status.value, turn.attempts,
                 turn.last_error, turn.next_attempt_ms, turn.wire_time, turn.delivered_ms,
-                turn.captured_ms))
+                turn.wire_limit, turn.captured_ms))
         except sqlite3.IntegrityError as exc:
+            if NO_SESSION_MESSAGE in str(exc):
+                raise SessionErased(f"turn {turn.turn_id} refused: its session was erased or is gone") from exc
             raise DuplicateTurn(f"turn {turn.turn_id} is already stored") from exc
 
     def update_open_turn(self, session_id: str, seq: int, *, content: str,
@@ -143,6 +154,8 @@ class Spool:
         status = TurnStatus.PENDING if seal else TurnStatus.OPEN
         cursor = self._db.execute(q.TURN_UPDATE_OPEN, (self._seal(content), int(interrupted),
                                                        status.value, now_ms, session_id, seq))
+        if cursor.rowcount == 0 and self.session(session_id) is None:
+            raise SessionErased(f"turn {session_id}#{seq} refused: its session was erased or is gone")
         return cursor.rowcount == 1
 
     def _seal(self, content: str) -> str:
@@ -229,6 +242,12 @@ class Spool:
                 found[session_id] = SessionCounts(session_record(row[:-2]), {})
             if row[-2] is not None:
                 found[session_id].counts[row[-2]] = row[-1]
+        # Turns an older voicelog left without a session row are shown too, never hidden.
+        ids, mac_set = (None if session_ids is None else set(session_ids)), (None if macs is None else set(macs))
+        found.update((o.session.session_id, o) for o in self.orphans()
+                     if (ids is None or o.session.session_id in ids) and (mac_set is None or o.session.mac in mac_set)
+                     and (since_ms is None or o.session.started_ms >= since_ms)
+                     and (until_ms is None or o.session.started_ms < until_ms))
         return list(found.values())
 
     def turn_update_times(self, session_id: str) -> dict[int, int]:
@@ -272,21 +291,63 @@ class Spool:
             db.executemany(q.TURN_DUE_NOW, [(session_id, seq) for seq in pending])
 
     def sessions_of(self, *, mac: str | None = None, session_id: str | None = None) -> set[str]:
-        """Ids of a device's sessions, or of the one session named."""
-        return {row[0] for row in self._db.execute(q.SESSION_IDS_OF_DEVICE, (mac or "", session_id or ""))}
+        """Ids of a device's sessions, or of the one session named (turns without a session row too)."""
+        found = {row[0] for row in self._db.execute(q.SESSION_IDS_OF_DEVICE, (mac or "", session_id or ""))}
+        return found | orphan_ids_of(self._db, mac=mac, session_id=session_id)
 
     def turn_count(self, session_id: str) -> int:
         """How many turns a session has stored."""
         return int(self._db.execute(q.TURN_COUNT_OF_SESSION, (session_id,)).fetchone()[0])
 
-    def erase_sessions(self, session_ids: Iterable[str]) -> None:
-        """Delete sessions and their turns for good: freed pages zeroed, the WAL truncated."""
+    def erase_sessions(self, session_ids: Iterable[str], now_ms: int) -> None:
+        """Delete sessions and their turns for good, leaving a tombstone (a digest of each id).
+
+        A capture still running for such a session is then refused (SessionErased) instead of
+        writing turns no session row would ever lead to. Losses keep their counts but no longer
+        name the session. Freed pages are zeroed and the WAL truncated, so no old page image
+        keeps the words.
+        """
         self._db.execute(q.SECURE_DELETE_ON)
         with self.connection.write() as db:
             for session_id in session_ids:
                 db.execute(q.TURNS_DELETE_OF_SESSION, (session_id,))
                 db.execute(q.SESSION_DELETE, (session_id,))
+                db.execute(q.LOSSES_FORGET_SESSION, (session_id,))
+                db.execute(q.ERASED_INSERT, (erased_digest(session_id), now_ms))
         self.connection.truncate_wal()
+
+    def is_erased(self, session_id: str) -> bool:
+        """Whether the session was erased on request (and its tombstone not yet expired)."""
+        return self._db.execute(q.ERASED_GET, (erased_digest(session_id),)).fetchone() is not None
+
+    def forget_erased_before(self, cutoff_ms: int) -> int:
+        """Drop tombstones older than ``cutoff_ms`` (retention); returns how many."""
+        with self.connection.write() as db:
+            return db.execute(q.ERASED_FORGET_BEFORE, (cutoff_ms,)).rowcount
+
+    def orphans(self) -> list[SessionCounts]:
+        """Turns without a session row (an older voicelog's purge), as sessions derived from them."""
+        return [SessionCounts(session, counts, True) for session, counts in orphan_counts(self._db, self._now())]
+
+    def merge_recovered(self, sessions: Iterable[tuple], turns: Iterable[tuple], losses: Iterable[tuple],
+                        erased: Iterable[tuple]) -> tuple[int, int]:
+        """Add rows a deferred repair salvaged, keeping whatever this spool has; (sessions, turns) added.
+
+        Short transactions (500 turns each), so capture is never held up for long.
+        """
+        with self.connection.write() as db:
+            added_sessions = sum(db.execute(q.SESSION_INSERT_ROW, row).rowcount for row in sessions)
+            db.executemany(q.LOSS_INSERT, [row for row in losses if len(row) == 5])
+            db.executemany(q.ERASED_KEEP, list(erased))
+        rows, added_turns = sorted(turns, key=lambda r: (r[0], r[1])), 0
+        for start in range(0, len(rows), 500):
+            with self.connection.write() as db:
+                added_turns += sum(db.execute(q.TURN_INSERT_ROW, row).rowcount for row in rows[start:start + 500])
+        return added_sessions, added_turns
+
+    def adopt_orphans(self, now_ms: int) -> dict[str, int]:
+        """Give turns without a session row one (MAC from the room name); {session id: turns}."""
+        return adopt_orphans(self.connection, now_ms)
 
     def ended_before(self, cutoff_ms: int) -> list[EndedSession]:
         """Sessions that ended before ``cutoff_ms``, oldest end first, with their counts."""

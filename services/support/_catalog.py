@@ -31,7 +31,7 @@ class SessionView:
 
     session: SessionRecord
     counts: dict[str, int]
-    source: str  # "spool" or "backup": where this view was read from
+    source: str  # "spool", "backup", or "orphan" (spool turns without a session row, not yet repaired)
     backup_path: Path | None = None
     turns: tuple[Turn, ...] = ()
 
@@ -119,7 +119,8 @@ class Catalog:
                 session_ids=wanted.session_ids or None, macs=wanted.macs or None,
                 since_ms=wanted.since_ms, until_ms=wanted.until_ms):
             if wanted.matches(found.session, found.counts):
-                yield SessionView(found.session, found.counts, "spool", self._existing(found.session))
+                yield SessionView(found.session, found.counts, "orphan" if found.orphan else "spool",
+                                  self._existing(found.session))
 
     def _existing(self, session: SessionRecord) -> Path | None:
         path = self.path_for(session)
@@ -130,14 +131,24 @@ class Catalog:
         if self.spool is not None:
             session_id = self.resolve_id(ref)
             session = self.spool.session(session_id) if session_id else None
+            source = "spool"
+            if session is None and session_id is None:
+                session, source = self._orphan(ref), "orphan"
             if session is not None:
                 turns = tuple(self.spool.turns(session.session_id))
-                return SessionView(session, status_counts(turns), "spool", self._existing(session), turns)
+                return SessionView(session, status_counts(turns), source, self._existing(session), turns)
         path = Path(ref) if os.path.isfile(ref) else self.find_file(ref)
         if path is None:
             raise KeyError(f"no session {ref!r} in the spool or in {self.backup_dir}")
         backup = read_backup(path)
         return SessionView(backup.session, status_counts(backup.turns), "backup", path, backup.turns)
+
+    def _orphan(self, ref: str) -> SessionRecord | None:
+        """Turns without a session row whose session id is ``ref`` (or starts with it, uniquely)."""
+        assert self.spool is not None
+        found = [o.session for o in self.spool.orphans() if o.session.session_id.startswith(ref)]
+        exact = [s for s in found if s.session_id == ref]
+        return (exact or found)[0] if len(exact or found) == 1 else None
 
     def resolve_id(self, ref: str) -> str | None:
         """The session id ``ref`` names exactly or as a unique prefix; ValueError if ambiguous."""

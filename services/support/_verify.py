@@ -161,6 +161,11 @@ def _differences(turn: Turn, stored: Turn) -> list[str]:
 
 def _spool_sessions_without_files(catalog: Catalog, seen: dict[str, Path], report: VerifyReport) -> None:
     assert catalog.spool is not None
+    for orphan in catalog.spool.orphans():
+        report.sessions += 1
+        report.add("error", "spool", orphan.session.session_id,
+                   f"{sum(orphan.counts.values())} turn(s) have no session row (left by an older voicelog's "
+                   "purge): `voicelog ship --once` or the next start gives them one and delivers them")
     for session in catalog.spool.sessions():
         if session.session_id in seen:
             continue
