@@ -170,6 +170,10 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{verb} {len(report.sessions)} sessions{live}, {report.turns} turns, {len(report.files)} files")
     for path in report.files:
         print(f"  {path}")
+    if report.leftovers:
+        print(f"also removed {len(report.leftovers)} temporary file(s) a killed backup writer left:")
+        for path in report.leftovers:
+            print(f"  {path}")
     for error in report.errors:
         print(f"  error: {error}", file=sys.stderr)
     return 1 if report.errors else 0

@@ -37,6 +37,7 @@ class PurgeReport:
     live: list[str] = field(default_factory=list)  # still being captured: later turns refused
     turns: int = 0
     files: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # other dead writers' temporary files, removed too
     errors: list[str] = field(default_factory=list)
 
 
@@ -66,7 +67,7 @@ def purge(spool: Spool, backup_dir: str | Path, *, mac: str | None = None,
         leftovers = remove_stale_temp_files(backup_dir, min_age=0)
         for path in dict.fromkeys(paths + expected):
             _unlink(path, report)
-    report.files = sorted(set(report.files) | {str(p) for p in leftovers})
+    report.leftovers = sorted({str(p) for p in leftovers} - set(report.files))
     return report
 
 

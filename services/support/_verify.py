@@ -6,12 +6,14 @@ the truth for sessions still in it, so those files can be rewritten from it (``-
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voicelog.services.backup import (
+    STALE_TEMP_SECONDS,
     Backup,
     BackupError,
     BackupWriter,
@@ -20,6 +22,7 @@ from voicelog.services.backup import (
     document_records,
     load_document,
     problems,
+    temp_files,
 )
 from voicelog.services.domain import ChatType, Turn
 from voicelog.services.spool import Spool
@@ -70,11 +73,22 @@ def verify(catalog: Catalog) -> VerifyReport:
         seen[session_id] = path
         if catalog.spool is not None:
             _compare_with_spool(catalog.spool, backup, report)
+    for path in temp_files(catalog.backup_dir):
+        if _age(path) >= STALE_TEMP_SECONDS:
+            report.add("warning", path, None, "a temporary file an interrupted backup write left (it may hold "
+                       "a session's words); removed at the next start, prune or purge")
     if catalog.spool is None:
         report.add("warning", "spool", None, "no spool on this box: files were checked on their own")
     else:
         _spool_sessions_without_files(catalog, seen, report)
     return report
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _checked_file(path: Path, catalog: Catalog, report: VerifyReport, named: str | None) -> Backup | None:
