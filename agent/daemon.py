@@ -15,6 +15,7 @@ import importlib.metadata
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -45,6 +46,8 @@ STUCK_AFTER_MIN = 15.0
 FIRST_PRUNE_DELAY = 60.0
 # How long closing may wait for the MQTT goodbye and other side tasks.
 CLOSE_GRACE = 5.0
+# How often a spool repair that waits for disk space is retried (a folder listing and a statvfs).
+REPAIR_RETRY_SECONDS = 5.0
 
 
 class StopSignals:
@@ -115,6 +118,7 @@ class Operations:
         self._spawn(self.notifier.keep_alive(self.healthy, stop), "voicelog-watchdog")
         self._spawn(self._announce_stop(stop), "voicelog-stop-notice")
         self._spawn(self._prune_periodically(stop), "voicelog-prune")
+        self._spawn(self._repair_when_space_returns(stop), "voicelog-repair")
         if self.settings.mqtt.enabled:
             self.fleet = self._fleet_channel()
             self.watch("mqtt", self._spawn(self.fleet.run(stop), "voicelog-mqtt"))
@@ -204,6 +208,29 @@ class Operations:
                 await asyncio.to_thread(self._prune_once, prune)
             except Exception:  # a failed prune is retried at the next interval
                 log.exception("prune_failed")
+
+    async def _repair_when_space_returns(self, stop: asyncio.Event) -> None:
+        """Merge back a damaged spool set aside on a full disk, once there is room (no restart needed)."""
+        from voicelog.services.spool import pending_repairs
+
+        backup_dir = Path(self.settings.chat_history.backup_dir)
+        while not await _stopped_within(stop, REPAIR_RETRY_SECONDS):
+            if not pending_repairs(backup_dir):
+                continue
+            try:
+                if await asyncio.to_thread(self._repair_once):
+                    self.shipper.wake()  # the merged turns are deliverable now
+            except Exception:  # retried at the next interval
+                log.exception("deferred_repair_failed")
+
+    def _repair_once(self) -> bool:
+        from voicelog.services.spool import finish_deferred_repairs
+
+        spool = host_spool(self.settings)  # its own connection: the shipper's is busy on the loop
+        try:
+            return bool(finish_deferred_repairs(spool, wall_ms()))
+        finally:
+            spool.close()
 
     def _prune_once(self, prune: Callable[..., Any]) -> None:
         # Its own connection: the shipper's is used by the event loop meanwhile.

@@ -73,7 +73,10 @@ def cmd_ship(settings: Settings, args: argparse.Namespace) -> int:
     print(f"delivered {summary.delivered}, parked {summary.parked}, dead-lettered "
           f"{summary.dead_lettered}, still pending {summary.held}; spool now: "
           f"{summary.remaining or 'nothing undelivered'}")
-    return 0 if not summary.remaining else 1
+    if summary.repairs_waiting:
+        print(f"{summary.repairs_waiting} damaged spool(s) set aside in quarantine wait for free disk space "
+              "to be merged back (see the log: spool_repair_deferred); their turns are delivered after")
+    return 0 if not summary.remaining and not summary.repairs_waiting else 1
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:

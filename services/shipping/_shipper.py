@@ -20,7 +20,7 @@ from voicelog.services.shipping._gate import DeliveryGate
 from voicelog.services.shipping._observer import DeliveryObserver, SilentObserver
 from voicelog.services.shipping._session_sender import RoundResult, SessionSender
 from voicelog.services.shipping.manager import ManagerApiClient
-from voicelog.services.spool import Backlog, DeliveryState
+from voicelog.services.spool import Backlog, DeliveryState, pending_repairs
 
 log = structlog.get_logger("voicelog.shipper")
 
@@ -49,6 +49,7 @@ class ShipSummary:
     held: int = 0
     remaining: dict[str, int] = field(default_factory=dict)
     repaired: dict[str, int] = field(default_factory=dict)  # orphan turns given a session row, by session
+    repairs_waiting: int = 0  # damaged spools set aside until the disk has room to merge them back
 
     def add(self, result: RoundResult) -> None:
         self.delivered += result.delivered
@@ -112,6 +113,7 @@ class Shipper:
         self.summary.remaining = {k: v for k, v in self.spool.status_counts().items()
                                   if k in (TurnStatus.PENDING, TurnStatus.PARKED,
                                            TurnStatus.DEAD_LETTER, TurnStatus.OPEN)}
+        self.summary.repairs_waiting = len(pending_repairs(self.spool.backup_dir))
         return self.summary
 
     async def _deliver_everything(self) -> None:

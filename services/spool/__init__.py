@@ -8,5 +8,5 @@ __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_delivery": ("Backlog", "DeliveryState"),
     "_open": ("open_spool",),
     "_spool": ("EndedSession", "SessionCounts", "Spool"),
-    "recovery": ("QUARANTINE", "RecoveryReport"),
+    "recovery": ("QUARANTINE", "RecoveryReport", "finish_deferred_repairs", "pending_repairs"),
 })
