@@ -365,7 +365,7 @@ def _stop_once(loop: asyncio.AbstractEventLoop, sig: signal.Signals, stop: async
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     """Write the chosen sessions as JSON or CSV."""
-    from voicelog.services.support import private_output, write_csv, write_json
+    from voicelog.services.support import UnsafeOutput, private_output, write_csv, write_json
 
     with open_catalog(settings) as catalog:
         try:
@@ -373,8 +373,13 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         except (KeyError, ValueError, BackupError) as exc:
             print(f"voicelog: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 1
-    with private_output(args.output) as out:
-        count = (write_csv if args.format == "csv" else write_json)(views, out)
+    try:
+        with private_output(args.output) as out:
+            count = (write_csv if args.format == "csv" else write_json)(views, out)
+    except (UnsafeOutput, OSError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"voicelog: export not written: {why}", file=sys.stderr)
+        return 1
     if args.output:
         print(f"wrote {len(views)} session(s) ({count} {'rows' if args.format == 'csv' else 'sessions'}) "
               f"to {args.output}", file=sys.stderr)
