@@ -73,7 +73,11 @@ class BackupWriter:
         return FileLock(self.backup_dir / ".write.lock")
 
     def _replace(self, target: Path, document: dict[str, Any]) -> None:
-        data = render(document).encode("utf-8", "surrogatepass")
+        text = render(document)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from hostile input: readable beats exact
+            data = text.encode("utf-8", "replace")
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -82,6 +82,7 @@ TURNS_OF_SESSION_IN = (f"SELECT {TURN_FIELDS} FROM turns WHERE session_id=?"
 STATUS_COUNTS = "SELECT status, COUNT(*) FROM turns GROUP BY status"
 STATUS_COUNTS_OF_SESSION = "SELECT status, COUNT(*) FROM turns WHERE session_id=? GROUP BY status"
 TURN_COUNT_OF_SESSION = "SELECT COUNT(*) FROM turns WHERE session_id=?"
+TURN_SEQS_OF_SESSION = "SELECT seq FROM turns WHERE session_id=?"
 TURN_UPDATE_TIMES = "SELECT seq, updated_ms FROM turns WHERE session_id=?"
 TURN_STATES = ("SELECT session_id, seq, status, attempts, last_error FROM turns"
                " WHERE session_id IN (SELECT value FROM json_each(?))")

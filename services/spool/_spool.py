@@ -17,6 +17,7 @@ from pathlib import Path
 from voicelog.services.domain import DONE, SessionRecord, Turn, TurnStatus, wall_ms
 from voicelog.services.sealing import ContentCipher, is_sealed
 from voicelog.services.spool import _queries as q
+from voicelog.services.spool._bulk import import_session, merge_rows, turn_values
 from voicelog.services.spool._connection import SpoolConnection
 from voicelog.services.spool._errors import DuplicateTurn, SessionErased, SpoolFull
 from voicelog.services.spool._orphans import adopt_orphans, orphan_counts, orphan_ids_of
@@ -138,11 +139,7 @@ class Spool:
         if self.is_full():
             raise SpoolFull(f"spool {self.path} reached its cap of {self.max_bytes} bytes")
         try:
-            self._db.execute(q.TURN_INSERT, (
-                turn.session_id, turn.seq, int(turn.chat_type), self._seal(turn.content), turn.report_ms,
-                turn.captured_ms, int(turn.interrupted), turn.status.value, turn.attempts,
-                turn.last_error, turn.next_attempt_ms, turn.wire_time, turn.delivered_ms,
-                turn.wire_limit, turn.captured_ms))
+            self._db.execute(q.TURN_INSERT, turn_values(turn, self._seal(turn.content)))
         except sqlite3.IntegrityError as exc:
             if NO_SESSION_MESSAGE in str(exc):
                 raise SessionErased(f"turn {turn.turn_id} refused: its session was erased or is gone") from exc
@@ -335,15 +332,14 @@ class Spool:
 
         Short transactions (500 turns each), so capture is never held up for long.
         """
-        with self.connection.write() as db:
-            added_sessions = sum(db.execute(q.SESSION_INSERT_ROW, row).rowcount for row in sessions)
-            db.executemany(q.LOSS_INSERT, [row for row in losses if len(row) == 5])
-            db.executemany(q.ERASED_KEEP, list(erased))
-        rows, added_turns = sorted(turns, key=lambda r: (r[0], r[1])), 0
-        for start in range(0, len(rows), 500):
-            with self.connection.write() as db:
-                added_turns += sum(db.execute(q.TURN_INSERT_ROW, row).rowcount for row in rows[start:start + 500])
-        return added_sessions, added_turns
+        return merge_rows(self.connection, sessions, turns, losses, erased)
+
+    def import_session(self, session: SessionRecord, turns: Iterable[Turn], *, owner: str,
+                       ended_ms: int) -> int:
+        """Add a session (from a backup) and the turns the spool lacks, all or nothing; turns added."""
+        if self.is_full():
+            raise SpoolFull(f"spool {self.path} reached its cap of {self.max_bytes} bytes")
+        return import_session(self.connection, self._seal, session, turns, owner=owner, ended_ms=ended_ms)
 
     def adopt_orphans(self, now_ms: int) -> dict[str, int]:
         """Give turns without a session row one (MAC from the room name); {session id: turns}."""

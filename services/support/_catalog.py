@@ -19,6 +19,7 @@ from voicelog.services.backup import (
     BackupWriter,
     backup_file_name,
     backup_files,
+    linked_files,
     read_backup,
 )
 from voicelog.services.domain import SessionRecord, Turn
@@ -99,7 +100,8 @@ class Catalog:
                 skip_names: set[str] = frozenset()) -> Iterator[Backup]:
         """Readable backups in the filter's date range; unreadable ones are noted, not raised."""
         wanted = wanted or SessionFilter()
-        self.unreadable.clear()
+        self.unreadable[:] = [(path, "a symbolic link: backups are never read through links")
+                              for path in linked_files(self.backup_dir)]
         for path in backup_files(self.backup_dir, since_ms=wanted.since_ms, until_ms=wanted.until_ms):
             if path.name in skip_names:
                 continue

@@ -20,6 +20,7 @@ from voicelog.services.backup import (
     backup_file_name,
     backup_files,
     document_records,
+    linked_files,
     load_document,
     problems,
     temp_files,
@@ -73,6 +74,9 @@ def verify(catalog: Catalog) -> VerifyReport:
         seen[session_id] = path
         if catalog.spool is not None:
             _compare_with_spool(catalog.spool, backup, report)
+    for path in linked_files(catalog.backup_dir):
+        report.add("error", path, None, "a symbolic link where backups live: refused, never read through "
+                   "(remove it; copy the real file here if it is a backup)")
     for path in temp_files(catalog.backup_dir):
         if _age(path) >= STALE_TEMP_SECONDS:
             report.add("warning", path, None, "a temporary file an interrupted backup write left (it may hold "
