@@ -176,6 +176,9 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
             print(f"  {path}")
     for error in report.errors:
         print(f"  error: {error}", file=sys.stderr)
+    if not report.wal_truncated:
+        print("note: another process was reading the spool, so its write-ahead log still holds older "
+              "page images; they are overwritten by the next checkpoint (or purge again once it stops)")
     return 1 if report.errors else 0
 
 

@@ -46,6 +46,10 @@ class SpoolConnection:
         db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
         db.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
         db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+        # A turn's row rewritten (text growing, status moving on) leaves its old bytes in the page
+        # unless zeroed: FAST zeroes them whenever that costs no extra I/O, so an erasure later
+        # finds no stale copy of the words inside pages that other rows still use.
+        db.execute(q.SECURE_DELETE_FAST)
         return db
 
     def _enter_wal_mode(self, db: sqlite3.Connection) -> None:
@@ -143,6 +147,15 @@ class SpoolConnection:
             return False
         return busy == 0 and frames == copied
 
-    def truncate_wal(self) -> None:
-        """Checkpoint and cut the WAL to nothing, so deleted words leave no old page image."""
-        self.db.execute(q.CHECKPOINT_TRUNCATE)
+    def truncate_wal(self, attempts: int = 3) -> bool:
+        """Checkpoint and cut the WAL to nothing, so deleted words leave no old page image.
+
+        A reader in another process can hold the checkpoint back; it is retried briefly, and
+        False says the WAL still holds older frames (the next checkpoint overwrites them).
+        """
+        for _ in range(attempts):
+            busy, _, _ = self.db.execute(q.CHECKPOINT_TRUNCATE).fetchone()
+            if busy == 0:
+                return True
+            time.sleep(0.05)
+        return False

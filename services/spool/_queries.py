@@ -15,6 +15,7 @@ META_SET = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 CHECKPOINT_PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
 SECURE_DELETE_ON = "PRAGMA secure_delete=ON"
+SECURE_DELETE_FAST = "PRAGMA secure_delete=FAST"
 TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
 
 # --- sessions ---------------------------------------------------------------------------------

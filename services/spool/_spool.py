@@ -296,13 +296,13 @@ class Spool:
         """How many turns a session has stored."""
         return int(self._db.execute(q.TURN_COUNT_OF_SESSION, (session_id,)).fetchone()[0])
 
-    def erase_sessions(self, session_ids: Iterable[str], now_ms: int) -> None:
+    def erase_sessions(self, session_ids: Iterable[str], now_ms: int) -> bool:
         """Delete sessions and their turns for good, leaving a tombstone (a digest of each id).
 
         A capture still running for such a session is then refused (SessionErased) instead of
         writing turns no session row would ever lead to. Losses keep their counts but no longer
         name the session. Freed pages are zeroed and the WAL truncated, so no old page image
-        keeps the words.
+        keeps the words. False when another process's reader kept the WAL from being cut now.
         """
         self._db.execute(q.SECURE_DELETE_ON)
         with self.connection.write() as db:
@@ -311,7 +311,9 @@ class Spool:
                 db.execute(q.SESSION_DELETE, (session_id,))
                 db.execute(q.LOSSES_FORGET_SESSION, (session_id,))
                 db.execute(q.ERASED_INSERT, (erased_digest(session_id), now_ms))
-        self.connection.truncate_wal()
+        wal_cut = self.connection.truncate_wal()
+        self._db.execute(q.SECURE_DELETE_FAST)
+        return wal_cut
 
     def is_erased(self, session_id: str) -> bool:
         """Whether the session was erased on request (and its tombstone not yet expired)."""
