@@ -153,6 +153,7 @@ def _add_purge(sub: argparse._SubParsersAction) -> None:
 
 def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     """Erase a device's or a session's local copies and say what went."""
+    from voicelog.cli.views.sessions import purge_lines
     from voicelog.services.privacy import purge
 
     if not args.mac and not args.session:
@@ -164,21 +165,7 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
                        session_id=args.session, dry_run=args.dry_run)
     finally:
         spool.close()
-    verb = "would erase" if args.dry_run else "erased"
-    live = (f" ({len(report.live)} still live: {'their' if len(report.live) > 1 else 'its'} further turns "
-            f"{'would be' if args.dry_run else 'are'} refused and counted)") if report.live else ""
-    print(f"{verb} {len(report.sessions)} sessions{live}, {report.turns} turns, {len(report.files)} files")
-    for path in report.files:
-        print(f"  {path}")
-    if report.leftovers:
-        print(f"also removed {len(report.leftovers)} temporary file(s) a killed backup writer left:")
-        for path in report.leftovers:
-            print(f"  {path}")
-    for error in report.errors:
-        print(f"  error: {error}", file=sys.stderr)
-    if not report.wal_truncated:
-        print("note: another process was reading the spool, so its write-ahead log still holds older "
-              "page images; they are overwritten by the next checkpoint (or purge again once it stops)")
+    purge_lines(report, dry_run=args.dry_run)
     return 1 if report.errors else 0
 
 

@@ -5,6 +5,7 @@ The only place (with ``replay``) that draws with rich: services return records a
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from voicelog.services.domain import ChatType, Turn, TurnStatus
-from voicelog.services.privacy import PruneReport
+from voicelog.services.privacy import PruneReport, PurgeReport
 from voicelog.services.support import SessionView, VerifyReport
 
 COUNTED = ("delivered", "pending", "parked", "dead_letter")
@@ -153,3 +154,20 @@ def prune_lines(console: Console, report: PruneReport) -> None:
                   "with undelivered turns")
 
 
+def purge_lines(report: PurgeReport, *, dry_run: bool) -> None:
+    """``backups purge``: what was (or would be) erased, file by file, in plain lines."""
+    verb = "would erase" if dry_run else "erased"
+    live = (f" ({len(report.live)} still live: {'their' if len(report.live) > 1 else 'its'} further turns "
+            f"{'would be' if dry_run else 'are'} refused and counted)") if report.live else ""
+    print(f"{verb} {len(report.sessions)} sessions{live}, {report.turns} turns, {len(report.files)} files")
+    for path in report.files:
+        print(f"  {path}")
+    if report.leftovers:
+        print(f"also removed {len(report.leftovers)} temporary file(s) a killed backup writer left:")
+        for path in report.leftovers:
+            print(f"  {path}")
+    for error in report.errors:
+        print(f"  error: {error}", file=sys.stderr)
+    if not report.wal_truncated:
+        print("note: another process was reading the spool, so its write-ahead log still holds older "
+              "page images; they are overwritten by the next checkpoint (or purge again once it stops)")

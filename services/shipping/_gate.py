@@ -28,6 +28,9 @@ _CLOSED = {
                             "nothing is dropped, turns keep their order"),
 }
 
+_RESUMED = {Outcome.UNAUTHORIZED: "manager_accepts_secret_delivery_resumed",
+            Outcome.MISCONFIGURED: "manager_endpoint_answers_delivery_resumed"}
+
 
 class DeliveryGate:
     """Open while the Manager takes reports; closed (and probing) after a secret or endpoint failure."""
@@ -76,7 +79,7 @@ class DeliveryGate:
             await asyncio.sleep(self._interval)
             result = await self._probe()
             if result.outcome is Outcome.DELIVERED:
-                log.warning("manager_answers_again_delivery_resumed", url=self._url)
+                log.warning(_RESUMED[self.closed_by or Outcome.UNAUTHORIZED], url=self._url)
                 self.last_reason, self.closed_by = None, None
                 self._open.set()
                 return

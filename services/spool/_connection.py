@@ -46,10 +46,10 @@ class SpoolConnection:
         db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
         db.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
         db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
-        # A turn's row rewritten (text growing, status moving on) leaves its old bytes in the page
-        # unless zeroed: FAST zeroes them whenever that costs no extra I/O, so an erasure later
-        # finds no stale copy of the words inside pages that other rows still use.
-        db.execute(q.SECURE_DELETE_FAST)
+        # A turn's row rewritten (text growing, status moving on) or moved by a page split leaves
+        # its old bytes behind, in the page or in a freed page, unless zeroed: with secure_delete
+        # every connection zeroes them, so an erasure later finds no stale copy of the words.
+        db.execute(q.SECURE_DELETE_ON)
         return db
 
     def _enter_wal_mode(self, db: sqlite3.Connection) -> None:

@@ -15,7 +15,10 @@ META_SET = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 CHECKPOINT_PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
 SECURE_DELETE_ON = "PRAGMA secure_delete=ON"
-SECURE_DELETE_FAST = "PRAGMA secure_delete=FAST"
+# Interior pages of an index keep copies of keys as dividers even after their rows are deleted:
+# rebuilt, the old pages are freed (and zeroed under secure_delete=ON).
+REINDEX_TURNS = "REINDEX turns"
+REINDEX_SESSIONS = "REINDEX sessions"
 TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
 
 # --- sessions ---------------------------------------------------------------------------------

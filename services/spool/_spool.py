@@ -301,19 +301,21 @@ class Spool:
 
         A capture still running for such a session is then refused (SessionErased) instead of
         writing turns no session row would ever lead to. Losses keep their counts but no longer
-        name the session. Freed pages are zeroed and the WAL truncated, so no old page image
-        keeps the words. False when another process's reader kept the WAL from being cut now.
+        name the session. Freed pages are zeroed (every connection runs with secure_delete), the
+        indexes rebuilt (their interior pages keep copies of keys) and the WAL truncated, so no
+        old page image keeps the words. False when another process's reader kept the WAL from
+        being cut now.
         """
-        self._db.execute(q.SECURE_DELETE_ON)
         with self.connection.write() as db:
             for session_id in session_ids:
                 db.execute(q.TURNS_DELETE_OF_SESSION, (session_id,))
                 db.execute(q.SESSION_DELETE, (session_id,))
                 db.execute(q.LOSSES_FORGET_SESSION, (session_id,))
                 db.execute(q.ERASED_INSERT, (erased_digest(session_id), now_ms))
-        wal_cut = self.connection.truncate_wal()
-        self._db.execute(q.SECURE_DELETE_FAST)
-        return wal_cut
+            # Index interior pages may still hold the erased ids as dividers: rebuild them.
+            db.execute(q.REINDEX_TURNS)
+            db.execute(q.REINDEX_SESSIONS)
+        return self.connection.truncate_wal()
 
     def is_erased(self, session_id: str) -> bool:
         """Whether the session was erased on request (and its tombstone not yet expired)."""
