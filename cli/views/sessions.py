@@ -168,6 +168,10 @@ def purge_lines(report: PurgeReport, *, dry_run: bool) -> None:
             print(f"  {path}")
     for error in report.errors:
         print(f"  error: {error}", file=sys.stderr)
+    if not report.rewritten:
+        print("note: the spool file could not be rewritten now (it needs about twice its size free, and "
+              "no process holding its write lock for long): fragments of the erased rows may stay in "
+              "unused space inside its pages until they are reused; purge again when there is room")
     if not report.wal_truncated:
         print("note: another process was reading the spool, so its write-ahead log still holds older "
               "page images; they are overwritten by the next checkpoint (or purge again once it stops)")

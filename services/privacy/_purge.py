@@ -40,6 +40,7 @@ class PurgeReport:
     leftovers: list[str] = field(default_factory=list)  # other dead writers' temporary files, removed too
     errors: list[str] = field(default_factory=list)
     wal_truncated: bool = True  # False: a reader elsewhere held old page images in the WAL for now
+    rewritten: bool = True  # False: no room (or too busy) to rebuild the spool file whole
 
 
 def purge(spool: Spool, backup_dir: str | Path, *, mac: str | None = None,
@@ -64,7 +65,8 @@ def purge(spool: Spool, backup_dir: str | Path, *, mac: str | None = None,
     if dry_run:
         return report
     with writer.locked():  # no backup write in progress, and none brings a session back after
-        report.wal_truncated = spool.erase_sessions(chosen, wall_ms() if now_ms is None else now_ms)
+        erasure = spool.erase_sessions(chosen, wall_ms() if now_ms is None else now_ms)
+        report.rewritten, report.wal_truncated = erasure.rewritten, erasure.wal_truncated
         leftovers = remove_stale_temp_files(backup_dir, min_age=0)
         for path in dict.fromkeys(paths + expected):
             _unlink(path, report)

@@ -7,6 +7,6 @@ __all__, __getattr__, __dir__ = lazy_face(__name__, {
                 "SpoolError", "SpoolFull", "is_disk_full", "may_be_replaced"),
     "_delivery": ("Backlog", "DeliveryState"),
     "_open": ("open_spool",),
-    "_spool": ("EndedSession", "SessionCounts", "Spool"),
+    "_spool": ("EndedSession", "Erasure", "SessionCounts", "Spool"),
     "recovery": ("QUARANTINE", "RecoveryReport", "finish_deferred_repairs", "pending_repairs"),
 })

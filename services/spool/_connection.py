@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ _SYNCHRONOUS = {"process": "NORMAL", "power": "FULL"}
 # path more often. A full disk is handled by checkpointing on SQLITE_FULL (ChatHistoryService).
 _WAL_CHECKPOINT_PAGES = 1000
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024  # a WAL grown past this (long reader) is cut back after
+_REWRITE_MARGIN = 16 * 1024 * 1024  # free space kept beyond a rewrite's two copies
 
 
 class SpoolConnection:
@@ -146,6 +148,24 @@ class SpoolConnection:
         except sqlite3.DatabaseError:
             return False
         return busy == 0 and frames == copied
+
+    def rewrite_file(self) -> bool:
+        """Rebuild the whole file (VACUUM), so no old bytes stay anywhere in it; False if it cannot now.
+
+        It needs about twice the file's size free (a temporary copy, kept beside the spool rather
+        than in /tmp, and the WAL); without that room, or while another process holds the write
+        lock past the busy timeout, it is skipped.
+        """
+        size = self.size_bytes()
+        if shutil.disk_usage(self.path.parent).free < 2 * size + _REWRITE_MARGIN:
+            return False
+        folder = str(self.path.parent).replace("'", "''")
+        try:
+            self.db.execute(q.TEMP_STORE_DIRECTORY.format(f"'{folder}'"))
+            self.db.execute(q.VACUUM)
+        except sqlite3.OperationalError:
+            return False
+        return True
 
     def truncate_wal(self, attempts: int = 3) -> bool:
         """Checkpoint and cut the WAL to nothing, so deleted words leave no old page image.

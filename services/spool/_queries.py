@@ -19,6 +19,10 @@ SECURE_DELETE_ON = "PRAGMA secure_delete=ON"
 # rebuilt, the old pages are freed (and zeroed under secure_delete=ON).
 REINDEX_TURNS = "REINDEX turns"
 REINDEX_SESSIONS = "REINDEX sessions"
+# Rebuild the whole file: the only way to leave no fragment of erased rows in unused space inside
+# pages (a page rebuilt by a split keeps old bytes between its cell pointers and its cells).
+VACUUM = "VACUUM"
+TEMP_STORE_DIRECTORY = "PRAGMA temp_store_directory={}"  # the quoted folder (constant: our own path)
 TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
 
 # --- sessions ---------------------------------------------------------------------------------

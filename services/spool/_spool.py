@@ -34,6 +34,14 @@ class SessionCounts:
 
 
 @dataclass(frozen=True)
+class Erasure:
+    """How thoroughly an erasure could scrub the spool file right now."""
+
+    rewritten: bool  # the whole file was rebuilt (no fragment of the erased rows anywhere in it)
+    wal_truncated: bool  # no old page image left in the WAL (a reader elsewhere can delay this)
+
+
+@dataclass(frozen=True)
 class EndedSession:
     """An ended session with its turn count and how many turns are not yet done."""
 
@@ -296,15 +304,14 @@ class Spool:
         """How many turns a session has stored."""
         return int(self._db.execute(q.TURN_COUNT_OF_SESSION, (session_id,)).fetchone()[0])
 
-    def erase_sessions(self, session_ids: Iterable[str], now_ms: int) -> bool:
+    def erase_sessions(self, session_ids: Iterable[str], now_ms: int) -> Erasure:
         """Delete sessions and their turns for good, leaving a tombstone (a digest of each id).
 
         A capture still running for such a session is then refused (SessionErased) instead of
         writing turns no session row would ever lead to. Losses keep their counts but no longer
-        name the session. Freed pages are zeroed (every connection runs with secure_delete), the
-        indexes rebuilt (their interior pages keep copies of keys) and the WAL truncated, so no
-        old page image keeps the words. False when another process's reader kept the WAL from
-        being cut now.
+        name the session. Freed bytes are zeroed (every connection runs with secure_delete), then
+        the file is rewritten whole (VACUUM: fragments inside pages go too; without the room for
+        it, the indexes are rebuilt instead) and the WAL truncated. The Erasure says what was done.
         """
         with self.connection.write() as db:
             for session_id in session_ids:
@@ -312,10 +319,13 @@ class Spool:
                 db.execute(q.SESSION_DELETE, (session_id,))
                 db.execute(q.LOSSES_FORGET_SESSION, (session_id,))
                 db.execute(q.ERASED_INSERT, (erased_digest(session_id), now_ms))
-            # Index interior pages may still hold the erased ids as dividers: rebuild them.
-            db.execute(q.REINDEX_TURNS)
-            db.execute(q.REINDEX_SESSIONS)
-        return self.connection.truncate_wal()
+        rewritten = self.connection.rewrite_file()
+        if not rewritten:
+            with self.connection.write() as db:
+                # Index interior pages keep copies of keys (the erased ids) as dividers.
+                db.execute(q.REINDEX_TURNS)
+                db.execute(q.REINDEX_SESSIONS)
+        return Erasure(rewritten, self.connection.truncate_wal())
 
     def is_erased(self, session_id: str) -> bool:
         """Whether the session was erased on request (and its tombstone not yet expired)."""
