@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
-import signal
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import structlog
 
+from voicelog.agent.lifecycle import Heartbeat, StopSignals, race, stopped_within, until_done_or_hurried
 from voicelog.agent.memory_writer import flush_memory, running_memory_writer
 from voicelog.agent.wiring import host_spool
 from voicelog.services.backup import BackupWriter
@@ -46,47 +46,8 @@ STUCK_AFTER_MIN = 15.0
 FIRST_PRUNE_DELAY = 60.0
 # How long closing may wait for the MQTT goodbye and other side tasks.
 CLOSE_GRACE = 5.0
-
-
-class StopSignals:
-    """Turn SIGTERM/SIGINT into events the loops react to: first asks to stop, second hurries."""
-
-    def __init__(self) -> None:
-        self.stop = asyncio.Event()
-        self.hurry = asyncio.Event()
-
-    def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._received, sig)
-
-    def _received(self, sig: signal.Signals) -> None:
-        if self.stop.is_set():
-            log.warning("second_signal_hurrying_shutdown", signal=sig.name)
-            self.hurry.set()
-        else:
-            log.info("signal_received_draining", signal=sig.name)
-            self.stop.set()
-
-
-class Heartbeat:
-    """The shipper's clock, which also remembers when the shipper last looked at it.
-
-    The shipper reads its clock on every pass of its loop, so a stale heartbeat means the
-    loop is stuck: that is what /healthz and the systemd watchdog report.
-    """
-
-    def __init__(self, clock: Callable[[], int] = wall_ms) -> None:
-        self._clock = clock
-        self.last = time.monotonic()
-
-    def __call__(self) -> int:
-        self.last = time.monotonic()
-        return self._clock()
-
-    def age(self) -> float:
-        """Seconds since the shipper last ran."""
-        return time.monotonic() - self.last
+# How often a spool repair that waits for disk space is retried (a folder listing and a statvfs).
+REPAIR_RETRY_SECONDS = 5.0
 
 
 class Operations:
@@ -107,6 +68,7 @@ class Operations:
         self._watched: dict[str, asyncio.Task[Any]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
+        self.fleet: Any = None  # the MQTT FleetChannel, when enabled
 
     async def start(self, stop: asyncio.Event) -> None:
         """Start the HTTP endpoint (when configured) and the side tasks."""
@@ -116,8 +78,10 @@ class Operations:
         self._spawn(self.notifier.keep_alive(self.healthy, stop), "voicelog-watchdog")
         self._spawn(self._announce_stop(stop), "voicelog-stop-notice")
         self._spawn(self._prune_periodically(stop), "voicelog-prune")
+        self._spawn(self._repair_when_space_returns(stop), "voicelog-repair")
         if self.settings.mqtt.enabled:
-            self._spawn(self._fleet_channel().run(stop), "voicelog-mqtt")
+            self.fleet = self._fleet_channel()
+            self.watch("mqtt", self._spawn(self.fleet.run(stop), "voicelog-mqtt"))
 
     async def _serve_http(self) -> None:
         from voicelog.services.api import build_api
@@ -145,14 +109,21 @@ class Operations:
         checks: dict[str, str | None] = {}
         for name, task in self._watched.items():
             checks[name] = "ended" if task.done() and not self._stop.is_set() else None
+        if self.fleet is not None and checks.get("mqtt") is None:
+            checks["mqtt_commands"] = self.fleet.commands_problem()
         limit = max(STUCK_AFTER_MIN, STUCK_AFTER_POLLS * self.settings.shipper.poll_interval)
         if checks.get("shipper") is None and self.heartbeat.age() > limit:
             checks["shipper"] = f"loop has not run for {self.heartbeat.age():.0f} s"
         return checks
 
     def healthy(self) -> bool:
-        """Alive and well (while draining, always: the drain has its own time limit)."""
-        return self._stop.is_set() or not any(self.liveness().values())
+        """Alive and well (while draining, always: the drain has its own time limit).
+
+        A crashed MQTT command task restarts by itself: /healthz shows it, but it is no reason
+        for the watchdog to restart the daemon (and cut the voice sessions it captures).
+        """
+        problems = {name: why for name, why in self.liveness().items() if why and name != "mqtt_commands"}
+        return self._stop.is_set() or not problems
 
     def ready(self, doing: str) -> None:
         """Tell systemd we are serving."""
@@ -179,8 +150,10 @@ class Operations:
         log.info("daemon_stopped", delivered=summary.delivered, parked=summary.parked,
                  dead_lettered=summary.dead_lettered)
 
-    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
-        self._tasks.append(asyncio.create_task(work, name=name))
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.append(task)
+        return task
 
     async def _announce_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -194,13 +167,36 @@ class Operations:
             return
         interval = self.settings.chat_history.prune_interval
         delay = min(FIRST_PRUNE_DELAY, interval)
-        while not await _stopped_within(stop, delay):
+        while not await stopped_within(stop, delay):
             delay = interval
             self.metrics.apply(await self.stats.snapshot())  # count growth before rows go
             try:
                 await asyncio.to_thread(self._prune_once, prune)
             except Exception:  # a failed prune is retried at the next interval
                 log.exception("prune_failed")
+
+    async def _repair_when_space_returns(self, stop: asyncio.Event) -> None:
+        """Merge back a damaged spool set aside on a full disk, once there is room (no restart needed)."""
+        from voicelog.services.spool import pending_repairs
+
+        backup_dir = Path(self.settings.chat_history.backup_dir)
+        while not await stopped_within(stop, REPAIR_RETRY_SECONDS):
+            if not pending_repairs(backup_dir):
+                continue
+            try:
+                if await asyncio.to_thread(self._repair_once):
+                    self.shipper.wake()  # the merged turns are deliverable now
+            except Exception:  # retried at the next interval
+                log.exception("deferred_repair_failed")
+
+    def _repair_once(self) -> bool:
+        from voicelog.services.spool import finish_deferred_repairs
+
+        spool = host_spool(self.settings)  # its own connection: the shipper's is busy on the loop
+        try:
+            return bool(finish_deferred_repairs(spool, wall_ms()))
+        finally:
+            spool.close()
 
     def _prune_once(self, prune: Callable[..., Any]) -> None:
         # Its own connection: the shipper's is used by the event loop meanwhile.
@@ -210,6 +206,7 @@ class Operations:
         spool = host_spool(self.settings)
         history = self.settings.chat_history
         try:
+            spool.adopt_orphans(wall_ms())  # turns an older voicelog left without a session row
             expiring = expiring_undelivered(spool, history, now_ms=wall_ms())
             # Undelivered turns are kept max_undelivered_days, then dropped: say so loudly first.
             report = prune(spool, history.backup_dir, history, now_ms=wall_ms(), include_undelivered=True,
@@ -235,7 +232,8 @@ class Operations:
         mqtt = self.settings.mqtt
         add_secrets(mqtt.password.reveal(), mqtt.command_key.reveal())
         commands = FleetCommands(self.shipper.delivery, self.shipper.wake)
-        return FleetChannel(mqtt, status=self._fleet_status, version=_version(), commands=commands)
+        return FleetChannel(mqtt, status=self._fleet_status, version=_version(), commands=commands,
+                            metrics=self.metrics)
 
     async def _fleet_status(self) -> dict[str, Any]:
         snapshot = await self.stats.snapshot()
@@ -298,7 +296,7 @@ async def run_shipper(settings: Settings, signals: StopSignals | None = None) ->
         task = asyncio.create_task(shipper.run(signals.stop), name="voicelog-shipper")
         ops.watch("shipper", task)
         ops.ready("delivering")
-        await _until_done_or_hurried(task, signals)
+        await until_done_or_hurried(task, signals)
         return shipper.summary
 
 
@@ -330,20 +328,13 @@ async def run_daemon(settings: Settings, server: Any) -> int:
         if worker.done() and not signals.stop.is_set():
             log.error("livekit_worker_exited", error=repr(worker.exception()))
             signals.stop.set()
-            await _until_done_or_hurried(shipping, signals)  # still flush what was captured
+            await until_done_or_hurried(shipping, signals)  # still flush what was captured
             return 1
         with contextlib.suppress(TimeoutError):
-            await _race(server.drain(settings.shipper.drain_timeout or None), signals.hurry)
+            await race(server.drain(settings.shipper.drain_timeout or None), signals.hurry)
         await server.aclose()
-        await _until_done_or_hurried(shipping, signals)
+        await until_done_or_hurried(shipping, signals)
         return 0
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait up to ``seconds``; True if ``stop`` was set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-    return stop.is_set()
 
 
 def _version() -> str:
@@ -351,16 +342,3 @@ def _version() -> str:
         return importlib.metadata.version("voicelog")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-async def _race(work: Awaitable[Any], hurry: asyncio.Event) -> None:
-    task = asyncio.ensure_future(work)
-    await first_of(task, hurry)
-    if not task.done():
-        task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _until_done_or_hurried(task: asyncio.Task[Any], signals: StopSignals) -> None:
-    await _race(task, signals.hurry)

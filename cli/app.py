@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from voicelog.services.config import ConfigError, LogLevel, Settings, load_settings
 from voicelog.services.ops import configure_logging, settings_secrets
+from voicelog.services.spool import SpoolError
 
 EPILOG = """examples:
   voicelog simulate --sessions 20 --turns 10      # drive simulated toys through the real capture path
@@ -50,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(settings, args) or 0)
     except ConfigError as exc:
         _print_config_error(exc)
+        return 2
+    except SpoolError as exc:  # the spool cannot be used at all (e.g. damaged on a full disk): say why
+        print(f"voicelog: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("voicelog: interrupted; everything captured stays in the spool", file=sys.stderr)

@@ -154,6 +154,7 @@ def _add_purge(sub: argparse._SubParsersAction) -> None:
 
 def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     """Erase a device's or a session's local copies and say what went."""
+    from voicelog.cli.views.sessions import purge_lines
     from voicelog.services.memory import MemoryEraser
     from voicelog.services.privacy import purge
 
@@ -166,15 +167,7 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
                        dry_run=args.dry_run, memory=MemoryEraser(settings.memory, spool))
     finally:
         spool.close()
-    verb = "would erase" if args.dry_run else "erased"
-    print(f"{verb} {len(report.sessions)} sessions, {report.turns} turns, {len(report.files)} files")
-    for path in report.files:
-        print(f"  {path}")
-    if report.memory is not None:
-        print(f"conversation memory: erased here; in Redis: {report.memory.redis}"
-              + (f" ({report.memory.redis_turns} turns)" if report.memory.redis_turns else ""))
-    for error in report.errors:
-        print(f"  error: {error}", file=sys.stderr)
+    purge_lines(report, dry_run=args.dry_run)
     return 1 if report.errors else 0
 
 
@@ -364,7 +357,7 @@ def _stop_once(loop: asyncio.AbstractEventLoop, sig: signal.Signals, stop: async
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     """Write the chosen sessions as JSON or CSV."""
-    from voicelog.services.support import private_output, write_csv, write_json
+    from voicelog.services.support import UnsafeOutput, private_output, write_csv, write_json
 
     with open_catalog(settings) as catalog:
         try:
@@ -372,8 +365,13 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         except (KeyError, ValueError, BackupError) as exc:
             print(f"voicelog: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 1
-    with private_output(args.output) as out:
-        count = (write_csv if args.format == "csv" else write_json)(views, out)
+    try:
+        with private_output(args.output) as out:
+            count = (write_csv if args.format == "csv" else write_json)(views, out)
+    except (UnsafeOutput, OSError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"voicelog: export not written: {why}", file=sys.stderr)
+        return 1
     if args.output:
         print(f"wrote {len(views)} session(s) ({count} {'rows' if args.format == 'csv' else 'sessions'}) "
               f"to {args.output}", file=sys.stderr)

@@ -106,13 +106,19 @@ def cmd_ship(settings: Settings, args: argparse.Namespace) -> int:
     except ShipperAlreadyRunning as exc:
         print(f"voicelog: {exc}", file=sys.stderr)
         return 3
+    if summary.repaired:
+        print(f"repaired: {sum(summary.repaired.values())} turn(s) of {len(summary.repaired)} session(s) "
+              "had no session row (left by an older voicelog); gave them one, MAC from the room name")
     print(f"delivered {summary.delivered}, parked {summary.parked}, dead-lettered "
           f"{summary.dead_lettered}, still pending {summary.held}; spool now: "
           f"{summary.remaining or 'nothing undelivered'}")
     if memory is not None:
         print("memory: every sealed turn is in Redis" if memory else
               "memory: Redis unreachable, turns wait in the spool for the next push")
-    return 0 if not summary.remaining else 1
+    if summary.repairs_waiting:
+        print(f"{summary.repairs_waiting} damaged spool(s) set aside in quarantine wait for free disk space "
+              "to be merged back (see the log: spool_repair_deferred); their turns are delivered after")
+    return 0 if not summary.remaining and not summary.repairs_waiting else 1
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ The only place (with ``replay``) that draws with rich: services return records a
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from voicelog.services.domain import ChatType, Turn, TurnStatus
-from voicelog.services.privacy import PruneReport
+from voicelog.services.privacy import PruneReport, PurgeReport
 from voicelog.services.support import SessionView, VerifyReport
 
 COUNTED = ("delivered", "pending", "parked", "dead_letter")
@@ -47,11 +48,13 @@ def speaker(turn: Turn) -> str:
 
 def list_table(views: list[SessionView]) -> Table:
     """``backups list``: one row per session with its turn counts by status."""
-    only_files = any(v.source != "spool" for v in views)
+    notes = [note for source, note in (("backup", "* only in a backup file, not in this box's spool"),
+                                       ("orphan", "! turns with no session row (left by an older voicelog): "
+                                                  "`voicelog ship --once` or the next start repairs them"))
+             if any(v.source == source for v in views)]
     table = Table(title=f"{len(views)} session(s), times in UTC", title_justify="left", box=None,
                   header_style="bold underline", pad_edge=False,
-                  caption="* only in a backup file, not in this box's spool" if only_files else None,
-                  caption_justify="left")
+                  caption="\n".join(notes) or None, caption_justify="left")
     table.add_column("session", overflow="fold")
     for name in ("MAC", "started", "ended"):
         table.add_column(name, no_wrap=True)
@@ -60,7 +63,7 @@ def list_table(views: list[SessionView]) -> Table:
     for view in views:
         s = view.session
         mac = Text(s.mac, style="" if s.mac_valid else "bold red")
-        table.add_row(Text(s.session_id + ("" if view.source == "spool" else " *")), mac,
+        table.add_row(Text(s.session_id + {"spool": "", "backup": " *", "orphan": " !"}[view.source]), mac,
                       when(s.started_ms)[:16], _ended(s.started_ms, s.ended_ms),
                       *[str(view.counts.get(name, 0)) for name in COUNTED])
     return table
@@ -165,8 +168,35 @@ def prune_lines(console: Console, report: PruneReport) -> None:
                       highlight=False, soft_wrap=True)
     for error in report.errors:
         console.print(f"[red]ERROR[/] {escape(error)}", highlight=False)
+    for path in report.temp_files_removed:
+        console.print(f"removed {path} (a temporary file a killed writer left)", highlight=False,
+                      markup=False, soft_wrap=True)
     console.print(f"{verb} {len(report.removed)} session(s), {report.turns_removed} turn(s) "
                   f"ended before {when(report.cutoff_ms)}; kept {len(report.kept_undelivered)} "
                   "with undelivered turns")
 
 
+def purge_lines(report: PurgeReport, *, dry_run: bool) -> None:
+    """``backups purge``: what was (or would be) erased, file by file, in plain lines."""
+    verb = "would erase" if dry_run else "erased"
+    live = (f" ({len(report.live)} still live: {'their' if len(report.live) > 1 else 'its'} further turns "
+            f"{'would be' if dry_run else 'are'} refused and counted)") if report.live else ""
+    print(f"{verb} {len(report.sessions)} sessions{live}, {report.turns} turns, {len(report.files)} files")
+    for path in report.files:
+        print(f"  {path}")
+    if report.leftovers:
+        print(f"also removed {len(report.leftovers)} temporary file(s) a killed backup writer left:")
+        for path in report.leftovers:
+            print(f"  {path}")
+    if report.memory is not None:
+        print(f"conversation memory: erased here; in Redis: {report.memory.redis}"
+              + (f" ({report.memory.redis_turns} turns)" if report.memory.redis_turns else ""))
+    for error in report.errors:
+        print(f"  error: {error}", file=sys.stderr)
+    if not report.rewritten:
+        print("note: the spool file could not be rewritten now (it needs about twice its size free, and "
+              "no process holding its write lock for long): fragments of the erased rows may stay in "
+              "unused space inside its pages until they are reused; purge again when there is room")
+    if not report.wal_truncated:
+        print("note: another process was reading the spool, so its write-ahead log still holds older "
+              "page images; they are overwritten by the next checkpoint (or purge again once it stops)")

@@ -20,6 +20,8 @@ BACKUP_FORMAT = "voicelog.session-backup"
 BACKUP_VERSION = 2  # 2 added each turn's optional "language" and "metrics"
 READABLE_VERSIONS = (1, 2)  # every version this voicelog lists, shows, verifies and replays
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+# Safe in a file name as it is: never a leading dot (hidden, and the writers' temporary files).
+_SAFE_FILE_ID = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,79}$")
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,17 @@ def day_folder(started_ms: int) -> str:
 
 
 def backup_file_name(session_id: str) -> str:
-    """A file name that is safe on any filesystem and still unique per session id."""
-    safe = _SAFE_NAME.sub("_", session_id)[:80]
-    if safe != session_id or safe.startswith("."):
-        digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-        safe = f"{safe.lstrip('.')}-{digest}"
-    return f"{safe}.json"
+    """A file name that is safe on any filesystem and unique per session id (injective).
+
+    An id of safe characters (every id voicelog makes: a room name, or one rewritten with ``~``)
+    is the name itself. Any other id (an older voicelog's, or a hand-made backup's) is cleaned
+    and marked with ``=`` and a digest of the exact id: ``=`` is never in a safe id, so such a
+    name can equal no other session's.
+    """
+    if _SAFE_FILE_ID.match(session_id):
+        return f"{session_id}.json"
+    digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{_SAFE_NAME.sub('_', session_id).lstrip('.')[:64]}={digest}.json"
 
 
 def session_document(session: SessionRecord, turns: list[Turn], written_ms: int) -> dict[str, Any]:

@@ -10,10 +10,12 @@ and recovery reads every file at start) and returns records. Errors form one sma
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,10 @@ _DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MAC = re.compile(r"^([0-9a-f]{2}(:[0-9a-f]{2}){5}|unknown)$")
 _TURN_ID = re.compile(r"#[0-9]+$")
 _MAX_INT = 2**63 - 1  # what SQLite can store
+# No real session comes near this: 10,000 turns of the 4 Mi-character cap would, but is refused.
+MAX_BACKUP_BYTES = 512 * 1024 * 1024
+_BACKUP_START = '{"format"'
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last time a date can show
 _STATUSES = tuple(status.value for status in TurnStatus)
 _MAC_SOURCES = ("attribute", "identity", "room_name", "none", "replay")
@@ -48,21 +54,23 @@ class BackupTooNew(BackupError):
 
 def load_document(path: Path) -> dict[str, Any]:
     """The JSON object in a backup file; BackupError says where and how it is broken."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BackupError(f"cannot read: {exc.strerror}") from exc
+    data = _read_regular_file(path)
     if not data.strip():
         raise BackupError(f"empty file ({len(data)} bytes)")
     try:
-        text = data.decode("utf-8", "surrogatepass")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BackupError(f"not UTF-8 text (byte {exc.start})") from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        # Every backup ends with its closing brace; one that does not was cut short.
-        if exc.pos >= len(text.rstrip()) or not text.rstrip().endswith("}"):
+        # Every backup ends with its closing brace; one that does not was cut short. Only a file
+        # that starts like a backup is described by its size and lines: of any other file (one
+        # handed to `show`, say) nothing is told beyond where its first byte of non-JSON is.
+        cut_short = exc.pos >= len(text.rstrip()) or not text.rstrip().endswith("}")
+        if cut_short and not text.lstrip().startswith(_BACKUP_START):
+            raise BackupError("not a backup: not a JSON document in the backup format") from None
+        if cut_short:
             lines = text.count("\n") + 1
             raise BackupError(f"truncated: the file ends mid-document after {len(data)} bytes "
                               f"(line {lines})") from None
@@ -71,7 +79,39 @@ def load_document(path: Path) -> dict[str, Any]:
         raise BackupError("not a backup: the JSON is nested too deeply to read") from None
     if not isinstance(document, dict):
         raise BackupError(f"not a backup: the JSON is a {type(document).__name__}, not an object")
+    _refuse_lone_surrogates(text, document)
     return document
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """A backup's bytes: never through a symbolic link, never a device, FIFO or huge file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BackupError("a symbolic link: backups are never read through links") from None
+        raise BackupError(f"cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise BackupError("not a regular file: not a backup")
+        if info.st_size > MAX_BACKUP_BYTES:
+            raise BackupError(f"larger than {MAX_BACKUP_BYTES // 1024 // 1024} MiB: not a backup")
+        try:
+            return handle.read(MAX_BACKUP_BYTES + 1)
+        except OSError as exc:
+            raise BackupError(f"cannot read: {exc.strerror}") from None
+
+
+def _refuse_lone_surrogates(text: str, document: dict[str, Any]) -> None:
+    """JSON escapes can spell a lone surrogate: text no terminal, file or database can take."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return  # our writer never escapes; valid pairs elsewhere are plain UTF-8
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BackupError("holds text that is not valid Unicode (a lone surrogate): not a backup "
+                          "voicelog wrote") from None
 
 
 def problems(document: dict[str, Any], limit: int = 5) -> list[str]:
@@ -121,7 +161,7 @@ def _fields(entry: dict[str, Any], prefix: str, checks: dict[str, Any],
             optional: dict[str, Any] | None = None) -> Iterator[str]:
     optional = optional or {}
     for key in sorted(set(entry) - set(checks) - set(optional)):
-        yield f"{prefix}{key}: unexpected field"
+        yield f"{prefix}{key if key.isprintable() and key.isascii() else repr(key)}: unexpected field"
     for key in sorted(set(entry) & set(optional)):
         why = optional[key](entry[key])
         if why:
@@ -241,11 +281,24 @@ def read_document(path: Path) -> dict[str, Any]:
 
 def backup_files(backup_dir: str | os.PathLike[str], *, since_ms: int | None = None,
                  until_ms: int | None = None) -> list[Path]:
-    """Session backup files (``*.json`` in day folders only), skipping days outside the range."""
+    """Session backup files (``*.json`` in day folders only), skipping days outside the range.
+
+    Symbolic links are never backups (``linked_files`` lists them, for verify and recovery).
+    """
+    return [f for f in _candidates(backup_dir, since_ms, until_ms) if not f.is_symlink()]
+
+
+def linked_files(backup_dir: str | os.PathLike[str]) -> list[Path]:
+    """Symbolic links where backups live: refused, never followed."""
+    return [f for f in _candidates(backup_dir, None, None) if f.is_symlink()]
+
+
+def _candidates(backup_dir: str | os.PathLike[str], since_ms: int | None, until_ms: int | None) -> list[Path]:
     first = _day(since_ms) if since_ms is not None else None
     last = _day(until_ms - 1) if until_ms is not None else None
     try:
-        days = sorted(p for p in Path(backup_dir).iterdir() if p.is_dir() and _DAY_DIR.match(p.name))
+        days = sorted(p for p in Path(backup_dir).iterdir()
+                      if _DAY_DIR.match(p.name) and p.is_dir() and not p.is_symlink())
     except FileNotFoundError:
         return []
     return [f for day in days if not ((first and day.name < first) or (last and day.name > last))
@@ -258,7 +311,7 @@ def _day(ms: int) -> str:
 
 def damaged_backups(backup_dir: str | os.PathLike[str]) -> list[tuple[Path, str]]:
     """Every backup file the reader refuses (newer versions aside), with why."""
-    damaged = []
+    damaged = [(path, "a symbolic link: backups are never read through links") for path in linked_files(backup_dir)]
     for path in backup_files(backup_dir):
         try:
             read_backup(path)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from voicelog.services.backup._folder import TEMP_PREFIX, TEMP_SUFFIX
 from voicelog.services.backup._format import backup_file_name, day_folder, render, session_document
 from voicelog.services.domain import FileLock, SessionRecord, Turn
 
@@ -48,8 +49,11 @@ class BackupWriter:
         target = self.path_for(session)
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self.locked():
-            # Read inside the lock so a slower writer can never replace newer state.
-            session = source.session(session_id) or session
+            # Read inside the lock so a slower writer can never replace newer state, nor write
+            # back a session erased meanwhile (purge deletes files under the same lock).
+            session = source.session(session_id)
+            if session is None:
+                return None
             self._replace(target, session_document(session, source.turns(session_id), now_ms))
         return target
 
@@ -69,8 +73,12 @@ class BackupWriter:
         return FileLock(self.backup_dir / ".write.lock")
 
     def _replace(self, target: Path, document: dict[str, Any]) -> None:
-        data = render(document).encode("utf-8", "surrogatepass")
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
+        text = render(document)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from hostile input: readable beats exact
+            data = text.encode("utf-8", "replace")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

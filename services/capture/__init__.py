@@ -3,5 +3,6 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
-    "_service": ("CaptureStats", "ChatHistoryService"),
+    "_service": ("ChatHistoryService",),
+    "_stats": ("CaptureStats",),
 })

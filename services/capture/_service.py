@@ -14,11 +14,11 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import structlog
 
 from voicelog.services.backup import BackupWriter
+from voicelog.services.capture._stats import CaptureStats, HeldWrite
 from voicelog.services.config import ChatHistorySettings
 from voicelog.services.domain import (
     ChatType,
@@ -36,6 +36,7 @@ from voicelog.services.spool import (
     PERMANENT_ERRORS,
     STORAGE_ERRORS,
     TRANSIENT_ERRORS,
+    SessionErased,
     Spool,
     is_disk_full,
     may_be_replaced,
@@ -46,28 +47,6 @@ MAX_BACKLOG = 10_000
 RETRY_INTERVAL = 1.0  # seconds between retries of held writes while the disk refuses them
 UNSTORED_GRACE = 5.0  # seconds a session end waits for held writes before counting them lost
 _TRANSIENT, _PERMANENT = TRANSIENT_ERRORS, PERMANENT_ERRORS  # hold and retry / drop
-
-
-@dataclass
-class CaptureStats:
-    """What one session's capture did; counters for metrics and the simulate summary."""
-
-    stored: int = 0
-    skipped_empty: int = 0
-    held_in_memory: int = 0  # writes waiting for the disk right now
-    lost: int = 0  # turns that never reached the spool (backlog full, or session ended first)
-    dropped_writes: int = 0  # updates and marks that never reached the spool, or failed for good
-    write_failures: int = 0  # attempts the spool refused
-    cut_turns: int = 0  # turns longer than the cap, stored cut with a marker
-    storage_error: str | None = None  # why the spool refuses writes now; None when it takes them
-
-
-@dataclass
-class _Write:
-    """One spool write waiting its turn; ``new_turn`` is set for inserts (they count as turns)."""
-
-    apply: Callable[[], object]
-    new_turn: bool = False
 
 
 class ChatHistoryService:
@@ -86,11 +65,13 @@ class ChatHistoryService:
         self._on_flush = on_flush
         self._max_backlog, self._retry_interval = max_backlog, retry_interval
         self._unstored_grace = unstored_grace
-        self._backlog: deque[_Write] = deque()
+        self._backlog: deque[HeldWrite] = deque()
         self._retry: asyncio.TimerHandle | None = None
         self._unrecorded_losses = 0
         self._cut_seqs: set[int] = set()
         self._disk_full = False
+        self._erased = False  # erased on request: every later write is refused and counted
+        self._register: Callable[[], object] = lambda: None
         self._periodic: asyncio.Task[None] | None = None
         self._dirty = False
         self._ended = False
@@ -103,14 +84,21 @@ class ChatHistoryService:
     def _open_session(self) -> tuple[int, int]:
         # A full disk must not stop a session from starting: register it later, from memory.
         owner = process_owner()
+        if self.identity.renamed:
+            self._log.warning("room_name_rewritten_for_session_id", why=self.identity.renamed)
 
         def register() -> tuple[int, int]:  # replayed as a held write if the disk refuses it
             return self.spool.open_session(
                 self.session_id, mac=self.identity.mac, mac_valid=self.identity.mac_valid,
-                mac_source=self.identity.mac_source, started_ms=self._started_ms, owner=owner)
+                mac_source=self.identity.mac_source, started_ms=self._started_ms, owner=owner,
+                renamed=self.identity.renamed)
 
+        self._register = register
         try:
             return register()
+        except SessionErased:
+            self._stop_erased([])
+            return 0, 0
         except _TRANSIENT as exc:
             self._persist(register, error=exc)
         try:
@@ -186,10 +174,13 @@ class ChatHistoryService:
     def _persist(self, write: Callable[[], object], new_turn: bool = False,
                  error: BaseException | None = None) -> None:
         # Writes run strictly in order: a held-back write blocks later ones until it lands.
-        if len(self._backlog) >= self._max_backlog:
-            self._drop(_Write(write, new_turn), "backlog_full")
+        if self._erased:
+            self._count_erased(int(new_turn))
             return
-        self._backlog.append(_Write(write, new_turn))
+        if len(self._backlog) >= self._max_backlog:
+            self._drop(HeldWrite(write, new_turn), "backlog_full")
+            return
+        self._backlog.append(HeldWrite(write, new_turn))
         if error is not None:
             self._held(error)
             return
@@ -206,6 +197,12 @@ class ChatHistoryService:
             write = self._backlog[0]
             try:
                 write.apply()
+            except SessionErased:
+                if self._session_gone_not_erased(write):
+                    continue  # re-registered in front of it: try it again
+                self._stop_erased(list(self._backlog))
+                self._backlog.clear()
+                break
             except _PERMANENT as exc:
                 self._backlog.popleft()
                 self._drop(write, "refused_for_good", exc)
@@ -224,6 +221,34 @@ class ChatHistoryService:
         if was_held:
             self._recovered()
 
+    def _session_gone_not_erased(self, write: HeldWrite) -> bool:
+        """The session row vanished without an erasure (a repair moved the spool aside): register again."""
+        try:
+            if write.reregistered or self.spool.is_erased(self.session_id):
+                return False
+        except _TRANSIENT:
+            return False
+        write.reregistered = True
+        self._backlog.appendleft(HeldWrite(self._register))
+        return True
+
+    def _stop_erased(self, dropped: list[HeldWrite]) -> None:
+        """The session was erased on request: stop writing quietly, count the turns refused."""
+        if not self._erased:
+            self._erased = True
+            self._log.warning("session_erased_capture_stopped",
+                              hint="a purge erased this session; its later turns are refused and counted")
+        self.stats.held_in_memory = 0
+        self._count_erased(sum(w.new_turn for w in dropped))
+
+    def _count_erased(self, turns: int) -> None:
+        if not turns:
+            return
+        self.stats.erased_refused += turns
+        with contextlib.suppress(*_TRANSIENT):
+            # No session id: the erased session must not be named anywhere again.
+            self.spool.record_loss(None, "erased_session_turn", turns, "turns refused after the session was erased")
+
     def _held(self, exc: BaseException) -> None:
         self.stats.write_failures += 1
         self.stats.held_in_memory = len(self._backlog)
@@ -238,7 +263,7 @@ class ChatHistoryService:
                 self.spool.reopen_if_replaced()  # another process may have rebuilt a damaged file
         self._schedule_retry()
 
-    def _drop(self, write: _Write, why: str, exc: BaseException | None = None) -> None:
+    def _drop(self, write: HeldWrite, why: str, exc: BaseException | None = None) -> None:
         if write.new_turn:
             self.stats.lost += 1
             self._unrecorded_losses += 1

@@ -4,8 +4,9 @@ from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_clock": ("ReportClock", "wall_ms"),
-    "_identity": ("DeviceIdentity", "MAC_PATTERN", "MAX_SESSION_ID_CHARS", "UNKNOWN_MAC",
-                  "mac_from_room_name", "normalise_mac", "resolve_identity"),
+    "_identity": ("DeviceIdentity", "MAC_PATTERN", "MAX_SESSION_ID_CHARS", "REWRITE_MARK", "SAFE_SESSION_ID",
+                  "UNKNOWN_MAC", "mac_from_room_name", "normalise_mac", "resolve_identity",
+                  "session_id_for_room"),
     "_locks": ("FileLock",),
     "_models": ("ChatType", "DONE", "FAILED", "RESENDABLE", "SessionRecord", "Turn", "TurnStatus",
                 "UNDELIVERED", "WAITING"),

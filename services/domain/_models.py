@@ -53,6 +53,7 @@ class Turn:
     delivered_ms: int | None = None
     # What LiveKit measured and the STT language; kept locally, never delivered.
     meta: TurnMeta | None = field(default=None, compare=False)
+    wire_limit: int | None = None  # max_content_chars when the wire time was pinned: fixes the split
 
     @property
     def turn_id(self) -> str:

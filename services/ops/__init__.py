@@ -7,6 +7,8 @@ __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_http": ("MANAGER_PROBE_TTL", "ManagerHealth", "OpsHttpServer"),
     "_logging": ("add_secrets", "configure_logging", "settings_secrets"),
     "_metrics": ("BACKLOG_STATUSES", "Metrics", "SpoolSnapshot", "SpoolStats"),
-    "_mqtt_fleet": ("CommandRefused", "CommandVerifier", "FleetChannel", "FleetCommands", "sign_command"),
+    "_mqtt_commands": ("CommandRefused", "CommandVerifier", "FleetCommands", "sign_command"),
+    "_mqtt_fleet": ("FleetChannel",),
+    "_supervise": ("supervised",),
     "_sd_notify": ("Notifier",),
 })

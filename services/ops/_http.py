@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from voicelog.services.domain import wall_ms
 from voicelog.services.ops._metrics import Metrics, SpoolStats
-from voicelog.services.shipping import AuthGate
+from voicelog.services.shipping import DeliveryGate
 from voicelog.services.shipping.manager import DeliveryResult, Outcome
 
 log = structlog.get_logger("voicelog.http")
@@ -52,7 +52,7 @@ class ManagerHealth:
     """Cheap, cached knowledge of the Manager: the shipper's auth gate plus a secret probe."""
 
     def __init__(self, check_secret: Callable[[], Awaitable[DeliveryResult]] | None,
-                 gate: AuthGate | None, *, ttl: float = MANAGER_PROBE_TTL,
+                 gate: DeliveryGate | None, *, ttl: float = MANAGER_PROBE_TTL,
                  metrics: Metrics | None = None,
                  last_delivery_ms: Callable[[], int | None] = lambda: None) -> None:
         self._check_secret, self._gate, self._ttl = check_secret, gate, ttl
@@ -87,9 +87,10 @@ class ManagerHealth:
             return ManagerState(False, False, False, "manager_api.url is not set", wall_ms())
         if not self._gate_open():
             # The shipper was refused and probes by itself: no need to ask again.
-            reason = (self._gate.last_reason if self._gate else None) or "secret refused"
+            reason = (self._gate.describe() if self._gate else None) or "secret refused"
             self._gate_was_closed = True
-            return self._record(ManagerState(True, True, False, reason, wall_ms()))
+            secret_refused = self._gate is None or self._gate.closed_by is not Outcome.MISCONFIGURED
+            return self._record(ManagerState(True, secret_refused, not secret_refused, reason, wall_ms()))
         if self._gate_was_closed:
             # The gate reopens only on the shipper's probe seeing the secret accepted.
             self._gate_was_closed = False

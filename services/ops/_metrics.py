@@ -70,6 +70,12 @@ class Metrics:
                                    "When a turn was last delivered (0: not since start)", registry=r)
         self.per_turn = {key: Histogram(name, text, registry=r, buckets=buckets)
                          for key, (name, text, buckets) in TURN_HISTOGRAMS.items()}
+        self.mqtt_commands = Counter("voicelog_mqtt_commands_total",
+                                     "MQTT fleet commands by result (accepted, refused, failed)",
+                                     ["result"], registry=r)
+        self.mqtt_command_restarts = Counter("voicelog_mqtt_command_task_restarts_total",
+                                             "Times the MQTT command task crashed and was restarted",
+                                             registry=r)
         self.manager_auth_ok.set(1)
         for event in ("captured", "delivered", "parked", "dead_letter", "skipped"):
             self.turns.labels(event=event)  # present from the first scrape, at 0

@@ -13,7 +13,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voicelog.services.backup import BackupError, BackupWriter, backup_files, read_backup
+from voicelog.services.backup import (
+    BackupError,
+    BackupWriter,
+    backup_files,
+    read_backup,
+    remove_stale_temp_files,
+)
 from voicelog.services.config import ChatHistorySettings
 from voicelog.services.domain import DONE, SessionRecord, normalise_mac
 from voicelog.services.memory import MemoryEraser
@@ -46,6 +52,8 @@ class PruneReport:
     kept_undelivered: list[PrunedSession] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     quarantine_removed: list[str] = field(default_factory=list)
+    temp_files_removed: list[str] = field(default_factory=list)  # left by killed backup writers
+    tombstones_removed: int = 0  # erased sessions old enough that no capture can still run
 
     @property
     def turns_removed(self) -> int:
@@ -75,6 +83,8 @@ def prune(spool: Spool, backup_writer_or_dir: BackupWriter | str | os.PathLike[s
     if not dry_run:
         report.removed = _delete_sessions(spool, report.removed, cutoff, undelivered_cutoff)
         _delete_files(writer, report)
+        report.tombstones_removed = spool.forget_erased_before(cutoff)
+        report.temp_files_removed = [str(p) for p in remove_stale_temp_files(writer.backup_dir)]
     _prune_orphan_files(spool, writer, report)
     if not dry_run:
         _forget_in_memory(memory, report)

@@ -3,7 +3,7 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
-    "_auth_gate": ("AuthGate",),
+    "_gate": ("DeliveryGate",),
     "_observer": ("DeliveryObserver", "SilentObserver"),
     "_session_sender": ("NO_MAC_REASON", "RoundResult", "SessionSender", "UNREADABLE_REASON"),
     "_shipper": ("ShipSummary", "Shipper", "is_due"),

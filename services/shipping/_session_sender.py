@@ -16,7 +16,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random
 from voicelog.services.config import ApiMode, ManagerApiSettings, ReportTimeUnit, ShipperSettings
 from voicelog.services.domain import SessionRecord, Turn, TurnStatus, first_of, wall_ms
 from voicelog.services.sealing import ContentKeyError, is_sealed
-from voicelog.services.shipping._auth_gate import AuthGate
+from voicelog.services.shipping._gate import DeliveryGate
 from voicelog.services.shipping._observer import DeliveryObserver
 from voicelog.services.shipping._wire import first_wire_time, idempotency_key, wire_parts
 from voicelog.services.shipping.manager import (
@@ -49,7 +49,7 @@ class SessionSender:
     """Send a session's deliverable turns through the Manager client with retries."""
 
     def __init__(self, delivery: DeliveryState, client: ManagerApiClient, api: ManagerApiSettings,
-                 shipping: ShipperSettings, gate: AuthGate, observer: DeliveryObserver,
+                 shipping: ShipperSettings, gate: DeliveryGate, observer: DeliveryObserver,
                  stopping: asyncio.Event, *, max_attempts: int | None = None,
                  now: Callable[[], int] = wall_ms) -> None:
         self.delivery, self.client, self.api, self.shipping = delivery, client, api, shipping
@@ -81,8 +81,7 @@ class SessionSender:
             text = self._plaintext(turn)
             if text is None:
                 return self._park(session, turns[index:], UNREADABLE_REASON, result)
-            parts = wire_parts(text, self.api.max_content_chars)
-            wire, last_wire = self._pin_wire_time(turn, last_wire, len(parts))
+            parts, wire, last_wire = self._pin_wire_time(turn, text, last_wire)
             outcome = await self._send_parts(session, turn, parts, wire)
             if outcome.outcome is Outcome.DELIVERED:
                 self._delivered(session, [turn])
@@ -108,12 +107,19 @@ class SessionSender:
         except ContentKeyError:
             return None
 
-    def _pin_wire_time(self, turn: Turn, last_wire: int, parts: int) -> tuple[int, int]:
+    def _pin_wire_time(self, turn: Turn, text: str, last_wire: int) -> tuple[list[str], int, int]:
+        """The turn's rows and first report time, pinned on first attempt; and the session's last time.
+
+        The split is pinned with the time (``wire_limit``): a turn resumed after
+        ``max_content_chars`` changed sends exactly the parts it has not sent yet.
+        """
+        limit = turn.wire_limit or self.api.max_content_chars
+        parts = wire_parts(text, limit)
         if turn.wire_time is not None:
-            return turn.wire_time, max(last_wire, turn.wire_time + parts - 1)
+            return parts, turn.wire_time, max(last_wire, turn.wire_time + len(parts) - 1)
         wire = first_wire_time(turn, last_wire, self._unit)
-        self.delivery.fix_wire_time(turn.session_id, turn.seq, wire, wire + parts - 1)
-        return wire, wire + parts - 1
+        self.delivery.fix_wire_time(turn.session_id, turn.seq, wire, wire + len(parts) - 1, limit)
+        return parts, wire, wire + len(parts) - 1
 
     async def _send_parts(self, session: SessionRecord, turn: Turn, parts: list[str],
                           wire: int) -> DeliveryResult:
@@ -135,8 +141,7 @@ class SessionSender:
             text = self._plaintext(turn)
             if text is None:
                 return self._park(session, turns, UNREADABLE_REASON)
-            parts = wire_parts(text, self.api.max_content_chars)
-            wire, last_wire = self._pin_wire_time(turn, last_wire, len(parts))
+            parts, wire, last_wire = self._pin_wire_time(turn, text, last_wire)
             messages += [SessionMessage(int(turn.chat_type), part, wire + i) for i, part in enumerate(parts)]
         upload = SessionUpload(session.mac, session.session_id, session.agent_id, tuple(messages),
                                session.ended_ms is not None,
@@ -154,8 +159,11 @@ class SessionSender:
 
     async def _with_retries(self, send: Callable[[], Awaitable[DeliveryResult]],
                             turns: list[Turn]) -> DeliveryResult:
-        """Send until an outcome other than retryable, pausing while the secret is refused."""
+        """Send until an outcome other than retryable, pausing while the Manager cannot take turns."""
         while True:
+            if not self.gate.is_open and self.max_attempts is not None:
+                # A bounded run (ship --once, replay) reports the pause instead of waiting it out.
+                return DeliveryResult(Outcome.RETRYABLE, f"delivery paused: {self.gate.describe()}")
             await self._wait_gate()
             retrying = AsyncRetrying(
                 retry=retry_if_result(lambda r: r.outcome is Outcome.RETRYABLE),
@@ -163,12 +171,13 @@ class SessionSender:
                 before_sleep=lambda state: self._record_retry(state, turns),
                 retry_error_callback=lambda state: state.outcome.result())
             result = await retrying(self._counted(send))
-            if result.outcome is not Outcome.UNAUTHORIZED:
+            if result.outcome not in (Outcome.UNAUTHORIZED, Outcome.MISCONFIGURED):
                 return result
+            # Not a verdict on this turn: it stays pending in its place, and all delivery waits.
             self._record_failure(turns, TurnStatus.PENDING, result.reason, 0)
-            self.gate.close(result.reason)
-            if self.stopping.is_set():
-                return DeliveryResult(Outcome.RETRYABLE, "stopping while the secret is refused")
+            self.gate.close(result.reason, result.outcome)
+            if self.stopping.is_set() or self.max_attempts is not None:
+                return DeliveryResult(Outcome.RETRYABLE, f"stopping while paused: {result.reason}")
 
     def _counted(self, send: Callable[[], Awaitable[DeliveryResult]]) -> Callable[[], Awaitable[DeliveryResult]]:
         async def attempt() -> DeliveryResult:

@@ -16,11 +16,11 @@ import structlog
 from voicelog.services.backup import BackupWriter
 from voicelog.services.config import ApiMode, Settings
 from voicelog.services.domain import TurnStatus, first_of, owner_alive, wall_ms
-from voicelog.services.shipping._auth_gate import AuthGate
+from voicelog.services.shipping._gate import DeliveryGate
 from voicelog.services.shipping._observer import DeliveryObserver, SilentObserver
 from voicelog.services.shipping._session_sender import RoundResult, SessionSender
 from voicelog.services.shipping.manager import ManagerApiClient
-from voicelog.services.spool import Backlog, DeliveryState
+from voicelog.services.spool import Backlog, DeliveryState, pending_repairs
 
 log = structlog.get_logger("voicelog.shipper")
 
@@ -48,6 +48,8 @@ class ShipSummary:
     dead_lettered: int = 0
     held: int = 0
     remaining: dict[str, int] = field(default_factory=dict)
+    repaired: dict[str, int] = field(default_factory=dict)  # orphan turns given a session row, by session
+    repairs_waiting: int = 0  # damaged spools set aside until the disk has room to merge them back
 
     def add(self, result: RoundResult) -> None:
         self.delivered += result.delivered
@@ -67,7 +69,8 @@ class Shipper:
         self.backups = backups
         self.observer = observer or SilentObserver()
         self.stopping = asyncio.Event()
-        self.gate = AuthGate(client.check_secret, settings.shipper.auth_retry_interval)
+        self.gate = DeliveryGate(client.check_secret, settings.shipper.auth_retry_interval,
+                                 url=settings.manager_api.url)
         self.sender = SessionSender(delivery, client, settings.manager_api, settings.shipper, self.gate,
                                     self.observer, self.stopping, max_attempts=max_attempts, now=now)
         self.summary = ShipSummary()
@@ -100,12 +103,17 @@ class Shipper:
         await self.aclose()
 
     async def run_once(self) -> ShipSummary:
-        """One pass over everything deliverable now (``ship --once``), then report what is left."""
+        """One pass over everything deliverable now (``ship --once``), then report what is left.
+
+        Turns an older voicelog left without a session row are given one first, so they go too.
+        """
+        self.summary.repaired = {**self.spool.adopted, **self.spool.adopt_orphans(self._now())}
         await self._deliver_everything()
         await self.aclose()
         self.summary.remaining = {k: v for k, v in self.spool.status_counts().items()
                                   if k in (TurnStatus.PENDING, TurnStatus.PARKED,
                                            TurnStatus.DEAD_LETTER, TurnStatus.OPEN)}
+        self.summary.repairs_waiting = len(pending_repairs(self.spool.backup_dir))
         return self.summary
 
     async def _deliver_everything(self) -> None:

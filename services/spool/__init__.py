@@ -3,11 +3,12 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
-    "_errors": ("PERMANENT_ERRORS", "STORAGE_ERRORS", "TRANSIENT_ERRORS", "DuplicateTurn", "SpoolError",
-                "SpoolFull", "is_disk_full", "may_be_replaced"),
+    "_errors": ("PERMANENT_ERRORS", "STORAGE_ERRORS", "TRANSIENT_ERRORS", "DuplicateTurn", "SessionErased",
+                "SpoolError", "SpoolFull", "is_disk_full", "may_be_replaced"),
     "_delivery": ("Backlog", "DeliveryState"),
     "_memory": ("FeedRow", "PreloadCount", "RecentTurn", "SpoolMemory"),
     "_open": ("open_spool",),
-    "_spool": ("EndedSession", "SessionCounts", "Spool"),
-    "recovery": ("QUARANTINE", "RecoveryReport"),
+    "_spool": ("SessionCounts", "Spool"),
+    "_removal": ("EndedSession", "Erasure"),
+    "recovery": ("QUARANTINE", "RecoveryReport", "finish_deferred_repairs", "pending_repairs"),
 })

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -22,11 +23,14 @@ from voicelog.services.spool._schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 
 log = structlog.get_logger("voicelog.spool")
 
+log = structlog.get_logger("voicelog.spool")
+
 _SYNCHRONOUS = {Durability.PROCESS: "NORMAL", Durability.POWER: "FULL"}
 # SQLite's own default, stated: a lower one would put a checkpoint's two fsyncs on the capture
 # path more often. A full disk is handled by checkpointing on SQLITE_FULL (ChatHistoryService).
 _WAL_CHECKPOINT_PAGES = 1000
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024  # a WAL grown past this (long reader) is cut back after
+_REWRITE_MARGIN = 16 * 1024 * 1024  # free space kept beyond a rewrite's two copies
 
 
 class SpoolConnection:
@@ -47,6 +51,10 @@ class SpoolConnection:
         db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
         db.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
         db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+        # A turn's row rewritten (text growing, status moving on) or moved by a page split leaves
+        # its old bytes behind, in the page or in a freed page, unless zeroed: with secure_delete
+        # every connection zeroes them, so an erasure later finds no stale copy of the words.
+        db.execute(q.SECURE_DELETE_ON)
         return db
 
     def _enter_wal_mode(self, db: sqlite3.Connection) -> None:
@@ -148,6 +156,33 @@ class SpoolConnection:
             return False
         return busy == 0 and frames == copied
 
-    def truncate_wal(self) -> None:
-        """Checkpoint and cut the WAL to nothing, so deleted words leave no old page image."""
-        self.db.execute(q.CHECKPOINT_TRUNCATE)
+    def rewrite_file(self) -> bool:
+        """Rebuild the whole file (VACUUM), so no old bytes stay anywhere in it; False if it cannot now.
+
+        It needs about twice the file's size free (a temporary copy, kept beside the spool rather
+        than in /tmp, and the WAL); without that room, or while another process holds the write
+        lock past the busy timeout, it is skipped.
+        """
+        size = self.size_bytes()
+        if shutil.disk_usage(self.path.parent).free < 2 * size + _REWRITE_MARGIN:
+            return False
+        folder = str(self.path.parent).replace("'", "''")
+        try:
+            self.db.execute(q.TEMP_STORE_DIRECTORY.format(f"'{folder}'"))
+            self.db.execute(q.VACUUM)
+        except sqlite3.OperationalError:
+            return False
+        return True
+
+    def truncate_wal(self, attempts: int = 3) -> bool:
+        """Checkpoint and cut the WAL to nothing, so deleted words leave no old page image.
+
+        A reader in another process can hold the checkpoint back; it is retried briefly, and
+        False says the WAL still holds older frames (the next checkpoint overwrites them).
+        """
+        for _ in range(attempts):
+            busy, _, _ = self.db.execute(q.CHECKPOINT_TRUNCATE).fetchone()
+            if busy == 0:
+                return True
+            time.sleep(0.05)
+        return False

@@ -75,10 +75,12 @@ class DeliveryState:
         row = self._connection.db.execute(q.TURN_PARTS_SENT, (session_id, seq)).fetchone()
         return int(row[0]) if row else 0
 
-    def fix_wire_time(self, session_id: str, seq: int, wire_time: int, last_wire_time: int) -> None:
-        """Pin the report time a turn is sent with, so every retry sends the identical record."""
+    def fix_wire_time(self, session_id: str, seq: int, wire_time: int, last_wire_time: int,
+                      wire_limit: int) -> None:
+        """Pin the report time a turn is sent with, and the limit it is split by, so every retry
+        (and a resumed split turn) sends the identical records."""
         with self._connection.write() as db:
-            db.execute(q.TURN_SET_WIRE_TIME, (wire_time, session_id, seq))
+            db.execute(q.TURN_SET_WIRE_TIME, (wire_time, wire_limit, session_id, seq))
             db.execute(q.SESSION_SET_LAST_WIRE_TIME, (last_wire_time, session_id))
 
     def record_parts_sent(self, session_id: str, seq: int, parts_sent: int) -> None:

@@ -21,10 +21,17 @@ class DuplicateTurn(SpoolError):
     """A turn with this (session, seq) is already stored; retrying cannot help."""
 
 
+class SessionErased(SpoolError):
+    """The session was erased on request (``backups purge``) or is gone: its writes are refused.
+
+    Capture stops quietly and counts what it could not keep; retrying cannot help.
+    """
+
+
 # Failures that may pass (space freed, lock released, file rebuilt): hold the write and retry.
 TRANSIENT_ERRORS = (SpoolError, sqlite3.DatabaseError, OSError)
 # Failures no retry can fix (the row exists, a value is refused, the spool was closed): drop.
-PERMANENT_ERRORS = (DuplicateTurn, sqlite3.IntegrityError, sqlite3.ProgrammingError,
+PERMANENT_ERRORS = (DuplicateTurn, SessionErased, sqlite3.IntegrityError, sqlite3.ProgrammingError,
                     sqlite3.InterfaceError, sqlite3.DataError)
 # Anything reading or writing the spool or its files may raise.
 STORAGE_ERRORS = (OSError, sqlite3.Error)

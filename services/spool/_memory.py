@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from voicelog.services.domain import ChatType, TurnStatus
 from voicelog.services.spool import _queries as q
-from voicelog.services.spool._spool import Spool, json_list
+from voicelog.services.spool._spool import Spool
+from voicelog.services.spool._values import json_list
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from voicelog.services.backup import BackupWriter
+from voicelog.services.backup import BackupWriter, remove_stale_temp_files, tighten_data_dir
 from voicelog.services.config import Durability
 from voicelog.services.domain import FileLock, wall_ms
 from voicelog.services.sealing import ContentCipher
@@ -23,10 +23,12 @@ from voicelog.services.spool._connection import SpoolConnection
 from voicelog.services.spool._spool import Spool
 from voicelog.services.spool.recovery import (
     RecoveryReport,
+    finish_deferred_repairs,
     finish_interrupted_rebuild,
     is_corruption,
     quarantine_damaged_backups,
     recover,
+    remove_stale_work,
     spool_problem,
 )
 
@@ -44,8 +46,10 @@ def open_spool(path: str | os.PathLike[str], *, durability: Durability = Durabil
     path = Path(path)
     backups = Path(backup_dir) if backup_dir is not None else path.parent
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in {backups, path.parent}:
+        tighten_data_dir(folder)  # the spool's own folder only when it is voicelog's (see there)
     users = FileLock(f"{path}.users.lock")
-    report = _check_when_alone(path, backups, users, now())
+    alone, report = _check_when_alone(path, backups, users, now())
     connection, found_later = _connect(path, backups, durability, busy_timeout_ms, now)
     report = found_later or report
     spool = Spool(connection, backup_dir=backups, max_bytes=max_bytes, cipher=cipher, now=now,
@@ -53,29 +57,57 @@ def open_spool(path: str | os.PathLike[str], *, durability: Durability = Durabil
     spool.recovery = report
     if report is not None:
         _rebuild_quarantined_backups(spool, report, now())
+    if alone:
+        _repair_what_older_runs_left(spool, now())
     return spool
 
 
-def _check_when_alone(path: Path, backup_dir: Path, users: FileLock, now_ms: int) -> RecoveryReport | None:
-    """Check the spool and backups before connecting, when this process is the only user."""
+def _check_when_alone(path: Path, backup_dir: Path, users: FileLock,
+                      now_ms: int) -> tuple[bool, RecoveryReport | None]:
+    """Check the spool and backups before connecting, when this process is the only user.
+
+    Returns whether it was alone (and so checked) and what a recovery did.
+    """
     if not users.try_exclusive():
         with FileLock(f"{path}.recover.lock"):  # waits out a recovery under way elsewhere
             finish_interrupted_rebuild(path)
         users.shared()
-        return None
+        return False, None
     try:
         with FileLock(f"{path}.recover.lock"):
             finish_interrupted_rebuild(path)
+            _remove_leftovers(backup_dir)
             problem = spool_problem(path)
             if problem is not None:
-                return recover(path, backup_dir, problem, now_ms)
+                return True, recover(path, backup_dir, problem, now_ms)
             try:
-                return quarantine_damaged_backups(backup_dir, now_ms)
+                return True, quarantine_damaged_backups(backup_dir, now_ms)
             except OSError as exc:  # the spool is sound: a backup folder problem must not stop it
                 log.error("backup_check_failed", error=str(exc))
-                return None
+                return True, None
     finally:
         users.shared()  # converts the exclusive lock in place: nobody slips in between
+
+
+def _remove_leftovers(backup_dir: Path) -> None:
+    """Work files of dead recoveries and temporary files of dead backup writers (they hold words)."""
+    try:
+        remove_stale_work(backup_dir)
+        removed = remove_stale_temp_files(backup_dir)
+    except OSError as exc:
+        log.error("leftover_cleanup_failed", error=str(exc))
+        return
+    if removed:
+        log.warning("stale_backup_temp_files_removed", files=len(removed))
+
+
+def _repair_what_older_runs_left(spool: Spool, now_ms: int) -> None:
+    """Turns an older voicelog left without a session row, and repairs that waited for space."""
+    try:
+        spool.adopted = spool.adopt_orphans(now_ms)
+        finish_deferred_repairs(spool, now_ms)
+    except (OSError, sqlite3.Error) as exc:  # retried at the next open and by the daemon
+        log.error("spool_repairs_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _connect(path: Path, backup_dir: Path, durability: Durability, busy_timeout_ms: int,

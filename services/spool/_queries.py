@@ -6,7 +6,7 @@ ever assembled from values. Column lists come from ``_schema`` (constants, never
 
 from __future__ import annotations
 
-from voicelog.services.spool._schema import SESSION_FIELDS, TURN_FIELDS
+from voicelog.services.spool._schema import SESSION_COLUMNS, SESSION_FIELDS, TURN_COLUMNS, TURN_FIELDS
 
 # --- meta -------------------------------------------------------------------------------------
 SCHEMA_VERSION_GET = "SELECT value FROM meta WHERE key='schema_version'"
@@ -16,6 +16,15 @@ META_SET = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 CHECKPOINT_PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
 SECURE_DELETE_ON = "PRAGMA secure_delete=ON"
+# Interior pages of an index keep copies of keys as dividers even after their rows are deleted:
+# rebuilt, the old pages are freed (and zeroed under secure_delete=ON).
+REINDEX_TURNS = "REINDEX turns"
+REINDEX_SESSIONS = "REINDEX sessions"
+# Rebuild the whole file: the only way to leave no fragment of erased rows in unused space inside
+# pages (a page rebuilt by a split keeps old bytes between its cell pointers and its cells).
+VACUUM = "VACUUM"
+TEMP_STORE_DIRECTORY = "PRAGMA temp_store_directory={}"  # the quoted folder (constant: our own path)
+TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
 
 # --- sessions ---------------------------------------------------------------------------------
 SESSION_OWNER = "SELECT owner FROM sessions WHERE session_id=?"
@@ -42,6 +51,8 @@ SESSION_SET_LAST_WIRE_TIME = "UPDATE sessions SET last_wire_time=? WHERE session
 SESSION_ASSIGN_MAC = ("UPDATE sessions SET mac=?, mac_valid=1, mac_source='replay', updated_ms=?"
                       " WHERE session_id=? AND mac_valid=0")
 SESSION_DELETE = "DELETE FROM sessions WHERE session_id=?"
+SESSION_INSERT_ROW = (f"INSERT OR IGNORE INTO sessions ({', '.join(SESSION_COLUMNS)})"
+                      f" VALUES ({', '.join('?' * len(SESSION_COLUMNS))})")
 SESSION_TOTALS = "SELECT COALESCE(SUM(ended_ms IS NULL), 0), COALESCE(SUM(skipped), 0) FROM sessions"
 # One row per (session, status) with the session's columns; a session without turns has one
 # row with a NULL status. Filters are bound: NULL means "do not filter".
@@ -64,7 +75,7 @@ SESSION_STILL_EXPIRED = (
 
 # --- turns ------------------------------------------------------------------------------------
 TURN_INSERT = (f"INSERT INTO turns ({TURN_FIELDS}, updated_ms) VALUES"
-               " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+               f" ({', '.join('?' * (TURN_FIELDS.count(',') + 2))})")
 TURN_UPDATE_OPEN = ("UPDATE turns SET content=?, interrupted=?, status=?, meta=COALESCE(?, meta),"
                     " updated_ms=? WHERE session_id=? AND seq=? AND status='open'")
 TURN_SKIP_OPEN = ("UPDATE turns SET status='skipped', updated_ms=? WHERE session_id=? AND seq=?"
@@ -80,6 +91,7 @@ TURNS_OF_SESSION_IN = (f"SELECT {TURN_FIELDS} FROM turns WHERE session_id=?"
 STATUS_COUNTS = "SELECT status, COUNT(*) FROM turns GROUP BY status"
 STATUS_COUNTS_OF_SESSION = "SELECT status, COUNT(*) FROM turns WHERE session_id=? GROUP BY status"
 TURN_COUNT_OF_SESSION = "SELECT COUNT(*) FROM turns WHERE session_id=?"
+TURN_SEQS_OF_SESSION = "SELECT seq FROM turns WHERE session_id=?"
 TURN_UPDATE_TIMES = "SELECT seq, updated_ms FROM turns WHERE session_id=?"
 TURN_STATES = ("SELECT session_id, seq, status, attempts, last_error FROM turns"
                " WHERE session_id IN (SELECT value FROM json_each(?))")
@@ -95,6 +107,23 @@ TURNS_MEASURED_AFTER = ("SELECT rowid, meta FROM turns WHERE rowid > ? AND statu
                         " AND meta IS NOT NULL ORDER BY rowid")
 TURN_LOWEST_OPEN = "SELECT MIN(rowid) FROM turns WHERE status='open'"
 TURN_LAST_ROWID = "SELECT COALESCE(MAX(rowid), 0) FROM turns"
+TURN_INSERT_ROW = (f"INSERT OR IGNORE INTO turns ({', '.join(TURN_COLUMNS)})"
+                   f" VALUES ({', '.join('?' * len(TURN_COLUMNS))})")
+# Turns whose session row is gone (an older voicelog's purge during a live session), by
+# session and status; and those of one device (MAC from the room name) or one session id.
+ORPHAN_COUNTS = ("SELECT session_id, MIN(captured_ms), status, COUNT(*) FROM turns"
+                 " WHERE session_id NOT IN (SELECT session_id FROM sessions)"
+                 " GROUP BY session_id, status ORDER BY session_id")
+ORPHAN_IDS_OF_DEVICE = (
+    "SELECT DISTINCT session_id FROM turns WHERE session_id NOT IN (SELECT session_id FROM sessions)"
+    " AND (session_id=?2 OR (?1<>'' AND lower(substr(session_id, -13))='_' || ?1))")
+
+# --- erased sessions (tombstones) -------------------------------------------------------------
+ERASED_INSERT = "INSERT OR REPLACE INTO erased_sessions VALUES (?, ?)"
+ERASED_KEEP = "INSERT OR IGNORE INTO erased_sessions VALUES (?, ?)"
+ERASED_GET = "SELECT 1 FROM erased_sessions WHERE digest=?"
+ERASED_FORGET_BEFORE = "DELETE FROM erased_sessions WHERE erased_ms < ?"
+LOSSES_FORGET_SESSION = "UPDATE losses SET session_id=NULL WHERE session_id=?"
 
 # --- losses -----------------------------------------------------------------------------------
 LOSS_INSERT = "INSERT INTO losses VALUES (?, ?, ?, ?, ?)"
@@ -114,7 +143,7 @@ DELIVERABLE = (
     " AND seq < COALESCE((SELECT MIN(seq) FROM turns WHERE session_id=:session AND status='open'),"
     " 9223372036854775807) ORDER BY seq")
 TURN_PARTS_SENT = "SELECT parts_sent FROM turns WHERE session_id=? AND seq=?"
-TURN_SET_WIRE_TIME = "UPDATE turns SET wire_time=? WHERE session_id=? AND seq=?"
+TURN_SET_WIRE_TIME = "UPDATE turns SET wire_time=?, wire_limit=? WHERE session_id=? AND seq=?"
 TURN_SET_PARTS_SENT = "UPDATE turns SET parts_sent=? WHERE session_id=? AND seq=?"
 TURN_MARK_DELIVERED = ("UPDATE turns SET status='delivered', delivered_ms=?, attempts=attempts+1,"
                        " last_error=NULL, updated_ms=? WHERE session_id=? AND seq=?")

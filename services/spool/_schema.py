@@ -1,15 +1,27 @@
 """The spool's tables, how an older file is brought up to date, and how rows become records.
 
-Bump SCHEMA_VERSION when an older voicelog could no longer use the tables; an added table
-is not such a change (older code ignores it), so ``losses`` kept version 1. Version 2 added
-``turns.meta`` (what LiveKit measured about the turn, and its language, as JSON): an older
-voicelog would rebuild a damaged file without it. ``MIGRATIONS`` brings a version-1 file up
-to date inside the same transaction that stamps the new version.
+Bump SCHEMA_VERSION when an older voicelog must no longer write the file. Version 2 added
+``turns.wire_limit`` (the split of a long turn is pinned with its wire time), the
+``erased_sessions`` tombstones and the trigger that refuses a turn without its session (an
+older voicelog would resume split turns wrongly and could write turns for an erased session,
+so it is refused, ``SpoolError`` "upgrade voicelog"), and ``turns.meta`` (what LiveKit measured
+about the turn, and its language, as JSON). An added table is not such a change (older code
+ignores it): ``losses`` and the memory tables kept the version. ``MIGRATIONS`` brings a
+version-1 file up to date inside the same transaction that stamps the new version.
 """
 
 from __future__ import annotations
 
-from voicelog.services.domain import ChatType, SessionRecord, Turn, TurnStatus, turn_meta_from_json
+import hashlib
+
+from voicelog.services.domain import (
+    ChatType,
+    SessionRecord,
+    Turn,
+    TurnStatus,
+    mac_from_room_name,
+    turn_meta_from_json,
+)
 
 SCHEMA_VERSION = 2
 
@@ -46,6 +58,7 @@ SCHEMA = (
         delivered_ms INTEGER,
         updated_ms INTEGER NOT NULL,
         meta TEXT,
+        wire_limit INTEGER,
         UNIQUE (session_id, seq))""",
     "CREATE INDEX IF NOT EXISTS turns_by_status ON turns (status, session_id, seq)",
     # What could not be kept, counted where support staff and the shipper can see it:
@@ -72,23 +85,36 @@ SCHEMA = (
         store TEXT NOT NULL,
         fell_back INTEGER NOT NULL,
         turns INTEGER NOT NULL)""",
+    # Sessions erased on request, by a digest of their id (the id itself names the device):
+    # a capture still running for one is refused instead of bringing it back.
+    """CREATE TABLE IF NOT EXISTS erased_sessions (
+        digest TEXT PRIMARY KEY,
+        erased_ms INTEGER NOT NULL)""",
+    # A turn never exists without its session: every command and the shipper find a turn
+    # through its session row, so a turn without one would be stranded for good.
+    """CREATE TRIGGER IF NOT EXISTS turns_need_their_session BEFORE INSERT ON turns
+        WHEN NOT EXISTS (SELECT 1 FROM sessions WHERE session_id=NEW.session_id)
+        BEGIN SELECT RAISE(ABORT, 'voicelog: no session row for this turn'); END""",
 )
+NO_SESSION_MESSAGE = "voicelog: no session row for this turn"
 
 # From version N-1 to N; each statement runs only when its column is missing (see _connection).
 MIGRATIONS: dict[int, tuple[tuple[str, str, str], ...]] = {
-    2: (("turns", "meta", "ALTER TABLE turns ADD COLUMN meta TEXT"),),
+    2: (("turns", "meta", "ALTER TABLE turns ADD COLUMN meta TEXT"),
+        ("turns", "wire_limit", "ALTER TABLE turns ADD COLUMN wire_limit INTEGER")),
 }
 
 TURN_COLUMNS = ("session_id", "seq", "chat_type", "content", "report_ms", "captured_ms",
                 "interrupted", "status", "attempts", "last_error", "next_attempt_ms", "wire_time",
-                "parts_sent", "delivered_ms", "updated_ms", "meta")
+                "parts_sent", "delivered_ms", "updated_ms", "meta", "wire_limit")
 SESSION_COLUMNS = ("session_id", "mac", "mac_valid", "mac_source", "started_ms", "ended_ms",
                    "end_reason", "owner", "agent_id", "skipped", "last_wire_time",
                    "flush_requested", "updated_ms")
+ERASED_COLUMNS = ("digest", "erased_ms")
 
 # The columns read into records, in the order turn_record / session_record unpack them.
 TURN_FIELDS = ("session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, "
-               "status, attempts, last_error, next_attempt_ms, wire_time, delivered_ms, meta")
+               "status, attempts, last_error, next_attempt_ms, wire_time, delivered_ms, meta, wire_limit")
 SESSION_FIELDS = ("session_id, mac, mac_valid, mac_source, started_ms, ended_ms, end_reason, "
                   "owner, agent_id, skipped, last_wire_time")
 
@@ -96,10 +122,10 @@ SESSION_FIELDS = ("session_id, mac, mac_valid, mac_source, started_ms, ended_ms,
 def turn_record(row: tuple) -> Turn:
     """A Turn from a row of TURN_FIELDS."""
     (session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, status,
-     attempts, last_error, next_attempt_ms, wire_time, delivered_ms, meta) = row
+     attempts, last_error, next_attempt_ms, wire_time, delivered_ms, meta, wire_limit) = row
     return Turn(session_id, seq, ChatType(chat_type), content, report_ms, captured_ms,
                 bool(interrupted), TurnStatus(status), attempts, last_error, next_attempt_ms,
-                wire_time, delivered_ms, turn_meta_from_json(meta))
+                wire_time, delivered_ms, turn_meta_from_json(meta), wire_limit)
 
 
 def session_record(row: tuple) -> SessionRecord:
@@ -115,7 +141,7 @@ def turn_row(turn: Turn, updated_ms: int) -> tuple:
     return (turn.session_id, turn.seq, int(turn.chat_type), turn.content, turn.report_ms,
             turn.captured_ms, int(turn.interrupted), turn.status.value, turn.attempts,
             turn.last_error, turn.next_attempt_ms, turn.wire_time, 0, turn.delivered_ms, updated_ms,
-            turn.meta.to_json() if turn.meta else None)
+            turn.meta.to_json() if turn.meta else None, turn.wire_limit)
 
 
 def session_row(session: SessionRecord, updated_ms: int) -> tuple:
@@ -123,3 +149,19 @@ def session_row(session: SessionRecord, updated_ms: int) -> tuple:
     return (session.session_id, session.mac, int(session.mac_valid), session.mac_source,
             session.started_ms, session.ended_ms, session.end_reason, session.owner,
             session.agent_id, session.skipped, session.last_wire_time, 0, updated_ms)
+
+
+def orphan_session_row(session_id: str, started_ms: int, now_ms: int) -> tuple:
+    """A session row (SESSION_COLUMNS) for turns whose own row was lost: the room name may give the MAC.
+
+    Shared by recovery (a damaged file lost the row) and the orphan repair (an older voicelog
+    erased the row while capture went on). The session counts as ended, so it is delivered.
+    """
+    mac = mac_from_room_name(session_id)
+    return (session_id, mac or "unknown", int(mac is not None), "room_name" if mac else "none",
+            started_ms, now_ms, "recovered", None, None, 0, 0, 0, now_ms)
+
+
+def erased_digest(session_id: str) -> str:
+    """The key a tombstone is kept under: a digest, so the erased id (and its MAC) is not kept."""
+    return hashlib.sha256(b"voicelog-erased\0" + session_id.encode("utf-8", "surrogatepass")).hexdigest()

@@ -8,14 +8,12 @@ itself only stores and reads. The shipper's verbs live in ``DeliveryState`` (``_
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from voicelog.services.domain import (
-    DONE,
     SessionRecord,
     Turn,
     TurnMeta,
@@ -25,9 +23,19 @@ from voicelog.services.domain import (
 )
 from voicelog.services.sealing import ContentCipher, is_sealed
 from voicelog.services.spool import _queries as q
+from voicelog.services.spool._bulk import import_session, merge_rows, turn_values
 from voicelog.services.spool._connection import SpoolConnection
-from voicelog.services.spool._errors import DuplicateTurn, SpoolFull
-from voicelog.services.spool._schema import session_record, turn_record
+from voicelog.services.spool._errors import DuplicateTurn, SessionErased, SpoolFull
+from voicelog.services.spool._orphans import adopt_orphans, orphan_counts, orphan_ids_of
+from voicelog.services.spool._removal import (
+    EndedSession,
+    Erasure,
+    delete_expired,
+    ended_before,
+    erase_sessions,
+)
+from voicelog.services.spool._schema import NO_SESSION_MESSAGE, erased_digest, session_record, turn_record
+from voicelog.services.spool._values import json_list
 from voicelog.services.spool.recovery import RecoveryReport
 
 
@@ -37,20 +45,7 @@ class SessionCounts:
 
     session: SessionRecord
     counts: dict[str, int]
-
-
-@dataclass(frozen=True)
-class EndedSession:
-    """An ended session with its turn count and how many turns are not yet done."""
-
-    session: SessionRecord
-    turns: int
-    undone: int
-
-
-def json_list(values: Iterable[object]) -> str:
-    """A list bound as one parameter (read in SQL with json_each)."""
-    return json.dumps([v.value if isinstance(v, TurnStatus) else v for v in values])
+    orphan: bool = False  # turns without a session row; the record is what the repair will store
 
 
 class Spool:
@@ -65,6 +60,7 @@ class Spool:
         # from the spool (backups, quarantine); only delivery and display open it.
         self.cipher = cipher
         self.recovery: RecoveryReport | None = None  # set by open_spool when it repaired something
+        self.adopted: dict[str, int] = {}  # turns found without a session row at open, given one
         self._now = now
         self._on_close = on_close
 
@@ -109,18 +105,24 @@ class Spool:
     # --- capture side -------------------------------------------------------------------------
 
     def open_session(self, session_id: str, *, mac: str, mac_valid: bool, mac_source: str,
-                     started_ms: int, owner: str) -> tuple[int, int]:
+                     started_ms: int, owner: str, renamed: str | None = None) -> tuple[int, int]:
         """Register (or re-own) a session; return its last sequence number and report time.
 
         Turns a previous owner left open (its process died mid-turn) are sealed: nobody will
-        finish them, and an open turn would hold back delivery of everything after it.
+        finish them, and an open turn would hold back delivery of everything after it. A session
+        erased on request is refused (SessionErased). ``renamed`` says why the session id is not
+        the room name as given; a new session records it in ``losses`` (no room name kept).
         """
         with self.connection.write() as db:
+            if db.execute(q.ERASED_GET, (erased_digest(session_id),)).fetchone():
+                raise SessionErased(f"session {session_id} was erased on request; its capture is refused")
             before = db.execute(q.SESSION_OWNER, (session_id,)).fetchone()
             db.execute(q.SESSION_OPEN, (session_id, mac, int(mac_valid), mac_source, started_ms,
                                         owner, started_ms))
             if before is not None and before[0] != owner:
                 self._seal_open(db, session_id, started_ms)
+            if before is None and renamed:
+                db.execute(q.LOSS_INSERT, (self._now(), session_id, "room_name_rewritten", 1, renamed))
         return self.session_position(session_id)
 
     def session_position(self, session_id: str) -> tuple[int, int]:
@@ -143,12 +145,10 @@ class Spool:
         if self.is_full():
             raise SpoolFull(f"spool {self.path} reached its cap of {self.max_bytes} bytes")
         try:
-            self._db.execute(q.TURN_INSERT, (
-                turn.session_id, turn.seq, int(turn.chat_type), self._seal(turn.content), turn.report_ms,
-                turn.captured_ms, int(turn.interrupted), turn.status.value, turn.attempts,
-                turn.last_error, turn.next_attempt_ms, turn.wire_time, turn.delivered_ms,
-                turn.meta.to_json() if turn.meta else None, turn.captured_ms))
+            self._db.execute(q.TURN_INSERT, turn_values(turn, self._seal(turn.content)))
         except sqlite3.IntegrityError as exc:
+            if NO_SESSION_MESSAGE in str(exc):
+                raise SessionErased(f"turn {turn.turn_id} refused: its session was erased or is gone") from exc
             raise DuplicateTurn(f"turn {turn.turn_id} is already stored") from exc
 
     def update_open_turn(self, session_id: str, seq: int, *, content: str,
@@ -159,6 +159,8 @@ class Spool:
         cursor = self._db.execute(q.TURN_UPDATE_OPEN, (
             self._seal(content), int(interrupted), status.value, meta.to_json() if meta else None,
             now_ms, session_id, seq))
+        if cursor.rowcount == 0 and self.session(session_id) is None:
+            raise SessionErased(f"turn {session_id}#{seq} refused: its session was erased or is gone")
         return cursor.rowcount == 1
 
     def _seal(self, content: str) -> str:
@@ -245,6 +247,12 @@ class Spool:
                 found[session_id] = SessionCounts(session_record(row[:-2]), {})
             if row[-2] is not None:
                 found[session_id].counts[row[-2]] = row[-1]
+        # Turns an older voicelog left without a session row are shown too, never hidden.
+        ids, mac_set = (None if session_ids is None else set(session_ids)), (None if macs is None else set(macs))
+        found.update((o.session.session_id, o) for o in self.orphans()
+                     if (ids is None or o.session.session_id in ids) and (mac_set is None or o.session.mac in mac_set)
+                     and (since_ms is None or o.session.started_ms >= since_ms)
+                     and (until_ms is None or o.session.started_ms < until_ms))
         return list(found.values())
 
     def turn_update_times(self, session_id: str) -> dict[int, int]:
@@ -303,26 +311,60 @@ class Spool:
             db.executemany(q.TURN_DUE_NOW, [(session_id, seq) for seq in pending])
 
     def sessions_of(self, *, mac: str | None = None, session_id: str | None = None) -> set[str]:
-        """Ids of a device's sessions, or of the one session named."""
-        return {row[0] for row in self._db.execute(q.SESSION_IDS_OF_DEVICE, (mac or "", session_id or ""))}
+        """Ids of a device's sessions, or of the one session named (turns without a session row too)."""
+        found = {row[0] for row in self._db.execute(q.SESSION_IDS_OF_DEVICE, (mac or "", session_id or ""))}
+        return found | orphan_ids_of(self._db, mac=mac, session_id=session_id)
 
     def turn_count(self, session_id: str) -> int:
         """How many turns a session has stored."""
         return int(self._db.execute(q.TURN_COUNT_OF_SESSION, (session_id,)).fetchone()[0])
 
-    def erase_sessions(self, session_ids: Iterable[str]) -> None:
-        """Delete sessions and their turns for good: freed pages zeroed, the WAL truncated."""
-        self._db.execute(q.SECURE_DELETE_ON)
+    def erase_sessions(self, session_ids: Iterable[str], now_ms: int) -> Erasure:
+        """Delete sessions and their turns for good, leaving a tombstone (a digest of each id).
+
+        A capture still running for such a session is then refused (SessionErased) instead of
+        writing turns no session row would ever lead to. Losses keep their counts but no longer
+        name the session. Freed bytes are zeroed (every connection runs with secure_delete), then
+        the file is rewritten whole (VACUUM: fragments inside pages go too; without the room for
+        it, the indexes are rebuilt instead) and the WAL truncated. The Erasure says what was done.
+        """
+        return erase_sessions(self.connection, session_ids, now_ms)
+
+    def is_erased(self, session_id: str) -> bool:
+        """Whether the session was erased on request (and its tombstone not yet expired)."""
+        return self._db.execute(q.ERASED_GET, (erased_digest(session_id),)).fetchone() is not None
+
+    def forget_erased_before(self, cutoff_ms: int) -> int:
+        """Drop tombstones older than ``cutoff_ms`` (retention); returns how many."""
         with self.connection.write() as db:
-            for session_id in session_ids:
-                self._delete_session(db, session_id)
-            db.execute(q.MEMORY_FLOOR_LOWER)
-        self.connection.truncate_wal()
+            return db.execute(q.ERASED_FORGET_BEFORE, (cutoff_ms,)).rowcount
+
+    def orphans(self) -> list[SessionCounts]:
+        """Turns without a session row (an older voicelog's purge), as sessions derived from them."""
+        return [SessionCounts(session, counts, True) for session, counts in orphan_counts(self._db, self._now())]
+
+    def merge_recovered(self, sessions: Iterable[tuple], turns: Iterable[tuple], losses: Iterable[tuple],
+                        erased: Iterable[tuple]) -> tuple[int, int]:
+        """Add rows a deferred repair salvaged, keeping whatever this spool has; (sessions, turns) added.
+
+        Short transactions (500 turns each), so capture is never held up for long.
+        """
+        return merge_rows(self.connection, sessions, turns, losses, erased)
+
+    def import_session(self, session: SessionRecord, turns: Iterable[Turn], *, owner: str,
+                       ended_ms: int) -> int:
+        """Add a session (from a backup) and the turns the spool lacks, all or nothing; turns added."""
+        if self.is_full():
+            raise SpoolFull(f"spool {self.path} reached its cap of {self.max_bytes} bytes")
+        return import_session(self.connection, self._seal, session, turns, owner=owner, ended_ms=ended_ms)
+
+    def adopt_orphans(self, now_ms: int) -> dict[str, int]:
+        """Give turns without a session row one (MAC from the room name); {session id: turns}."""
+        return adopt_orphans(self.connection, now_ms)
 
     def ended_before(self, cutoff_ms: int) -> list[EndedSession]:
         """Sessions that ended before ``cutoff_ms``, oldest end first, with their counts."""
-        rows = self._db.execute(q.SESSIONS_ENDED_BEFORE, (cutoff_ms, json_list(DONE))).fetchall()
-        return [EndedSession(session_record(row[:-2]), row[-2], row[-1]) for row in rows]
+        return ended_before(self._db, cutoff_ms)
 
     def delete_expired(self, candidates: Iterable[tuple[str, int, bool]]) -> list[str]:
         """Delete sessions still ended before their cutoff (and done, unless allowed not to be).
@@ -330,19 +372,4 @@ class Spool:
         ``candidates`` are (session id, cutoff ms, may have undone turns); each is checked again
         inside one short write transaction, so a session that moved on meanwhile stays.
         """
-        removed = []
-        with self.connection.write() as db:
-            for session_id, cutoff, undone_ok in candidates:
-                if db.execute(q.SESSION_STILL_EXPIRED,
-                              (session_id, cutoff, int(undone_ok), json_list(DONE))).fetchone():
-                    self._delete_session(db, session_id)
-                    removed.append(session_id)
-            db.execute(q.MEMORY_FLOOR_LOWER)
-        return removed
-
-    @staticmethod
-    def _delete_session(db: sqlite3.Connection, session_id: str) -> None:
-        """A session's turns, its row and its memory preload record, inside the caller's transaction."""
-        db.execute(q.TURNS_DELETE_OF_SESSION, (session_id,))
-        db.execute(q.SESSION_DELETE, (session_id,))
-        db.execute(q.MEMORY_PRELOADS_DELETE_OF_SESSION, (session_id,))
+        return delete_expired(self.connection, candidates)

@@ -4,8 +4,8 @@ from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_catalog": ("Catalog", "SessionFilter", "SessionView", "status_counts"),
-    "_export": ("CSV_FIELDS", "private_output", "session_json", "summary_json", "verify_json", "write_csv",
-                "write_json"),
+    "_export": ("CSV_FIELDS", "UnsafeOutput", "private_output", "session_json", "summary_json", "verify_json",
+                "write_csv", "write_json"),
     "_replay": ("ProgressTracker", "ReplayObserver", "ReplaySummary", "TurnResult", "assign_mac",
                 "prepare", "replay", "requeue"),
     "_replay_plan": ("PlannedSession", "ReplayError", "ReplayRequest", "import_backup", "imported_turn",

@@ -19,6 +19,7 @@ from voicelog.services.backup import (
     BackupWriter,
     backup_file_name,
     backup_files,
+    linked_files,
     read_backup,
 )
 from voicelog.services.domain import SessionRecord, Turn
@@ -31,7 +32,7 @@ class SessionView:
 
     session: SessionRecord
     counts: dict[str, int]
-    source: str  # "spool" or "backup": where this view was read from
+    source: str  # "spool", "backup", or "orphan" (spool turns without a session row, not yet repaired)
     backup_path: Path | None = None
     turns: tuple[Turn, ...] = ()
 
@@ -99,7 +100,8 @@ class Catalog:
                 skip_names: set[str] = frozenset()) -> Iterator[Backup]:
         """Readable backups in the filter's date range; unreadable ones are noted, not raised."""
         wanted = wanted or SessionFilter()
-        self.unreadable.clear()
+        self.unreadable[:] = [(path, "a symbolic link: backups are never read through links")
+                              for path in linked_files(self.backup_dir)]
         for path in backup_files(self.backup_dir, since_ms=wanted.since_ms, until_ms=wanted.until_ms):
             if path.name in skip_names:
                 continue
@@ -119,7 +121,8 @@ class Catalog:
                 session_ids=wanted.session_ids or None, macs=wanted.macs or None,
                 since_ms=wanted.since_ms, until_ms=wanted.until_ms):
             if wanted.matches(found.session, found.counts):
-                yield SessionView(found.session, found.counts, "spool", self._existing(found.session))
+                yield SessionView(found.session, found.counts, "orphan" if found.orphan else "spool",
+                                  self._existing(found.session))
 
     def _existing(self, session: SessionRecord) -> Path | None:
         path = self.path_for(session)
@@ -130,14 +133,24 @@ class Catalog:
         if self.spool is not None:
             session_id = self.resolve_id(ref)
             session = self.spool.session(session_id) if session_id else None
+            source = "spool"
+            if session is None and session_id is None:
+                session, source = self._orphan(ref), "orphan"
             if session is not None:
                 turns = tuple(self.spool.turns(session.session_id))
-                return SessionView(session, status_counts(turns), "spool", self._existing(session), turns)
+                return SessionView(session, status_counts(turns), source, self._existing(session), turns)
         path = Path(ref) if os.path.isfile(ref) else self.find_file(ref)
         if path is None:
             raise KeyError(f"no session {ref!r} in the spool or in {self.backup_dir}")
         backup = read_backup(path)
         return SessionView(backup.session, status_counts(backup.turns), "backup", path, backup.turns)
+
+    def _orphan(self, ref: str) -> SessionRecord | None:
+        """Turns without a session row whose session id is ``ref`` (or starts with it, uniquely)."""
+        assert self.spool is not None
+        found = [o.session for o in self.spool.orphans() if o.session.session_id.startswith(ref)]
+        exact = [s for s in found if s.session_id == ref]
+        return (exact or found)[0] if len(exact or found) == 1 else None
 
     def resolve_id(self, ref: str) -> str | None:
         """The session id ``ref`` names exactly or as a unique prefix; ValueError if ambiguous."""

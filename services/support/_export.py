@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -78,14 +79,31 @@ def verify_json(report: VerifyReport) -> dict[str, Any]:
             "findings": [f.__dict__ for f in report.findings]}
 
 
+class UnsafeOutput(ValueError):
+    """The export target is not a plain place to write a private file (a link, a folder)."""
+
+
 @contextlib.contextmanager
 def private_output(path: Path | None) -> Iterator[IO[str]]:
-    """Stdout, or a new file only its owner can read."""
+    """Stdout, or a file only its owner can read, written whole or not at all.
+
+    Exports hold what children said, so the file is private like the backups: it is written as a
+    new 0600 file beside the target and renamed over it. An existing file's loose mode, a hard
+    link to it, or a half-written export never survive; a symbolic link is refused, never followed.
+    """
     if path is None:
         yield sys.stdout
         return
-    # Exports hold what children said: private to the user, like the backups themselves.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w", encoding="utf-8", newline="") as handle:
-        yield handle
+    if path.is_symlink():
+        raise UnsafeOutput(f"{path} is a symbolic link; refusing to write through it (give the real path)")
+    if path.is_dir():
+        raise UnsafeOutput(f"{path} is a folder; give a file name")
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        os.replace(temporary, path)  # replaces a link that appeared meanwhile, never its target
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 

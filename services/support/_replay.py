@@ -21,7 +21,7 @@ import structlog
 from voicelog.services.backup import BackupWriter
 from voicelog.services.config import Durability, Settings
 from voicelog.services.domain import ShipperAlreadyRunning, ShipperLock, Turn, TurnStatus, first_of, wall_ms
-from voicelog.services.shipping import AuthGate, SessionSender, SilentObserver
+from voicelog.services.shipping import DeliveryGate, SessionSender, SilentObserver
 from voicelog.services.shipping.manager import ManagerApiClient
 from voicelog.services.spool import DeliveryState, Spool
 from voicelog.services.support._catalog import Catalog
@@ -215,7 +215,8 @@ async def _deliver_here(settings: Settings, spool: Spool, plans: list[PlannedSes
                         stop: asyncio.Event, backups: BackupWriter) -> str | None:
     """Deliver the selected sessions through the daemon's SessionSender, as this host's shipper."""
     client = ManagerApiClient(settings.manager_api)
-    gate = AuthGate(client.check_secret, settings.shipper.auth_retry_interval)
+    gate = DeliveryGate(client.check_secret, settings.shipper.auth_retry_interval,
+                        url=settings.manager_api.url)
     sender = SessionSender(DeliveryState(spool), client, settings.manager_api, settings.shipper, gate, SilentObserver(),
                            stop, max_attempts=max(1, request.max_attempts))
     slots = asyncio.Semaphore(settings.shipper.max_concurrent_sessions)
@@ -261,7 +262,7 @@ async def _follow_daemon(spool: Spool, plans: list[PlannedSession], request: Rep
 
 async def _watch(tracker: ProgressTracker, observer: ReplayObserver, stop: asyncio.Event,
                  timeout: float, work: asyncio.Future | None = None,
-                 gate: AuthGate | None = None) -> str | None:
+                 gate: DeliveryGate | None = None) -> str | None:
     """Report finished turns until all are done or the work ends; say why it stopped early."""
     deadline = time.monotonic() + timeout
     reason = None
@@ -269,7 +270,7 @@ async def _watch(tracker: ProgressTracker, observer: ReplayObserver, stop: async
         for result in tracker.poll():
             observer.turn_finished(result)
         if gate is not None and not gate.is_open:
-            reason = f"the Manager refused the secret ({gate.last_reason})"
+            reason = gate.describe()
         elif stop.is_set():
             reason = "interrupted"
         elif time.monotonic() > deadline:
@@ -282,4 +283,6 @@ async def _watch(tracker: ProgressTracker, observer: ReplayObserver, stop: async
         await asyncio.wait([work])
     for result in tracker.poll():
         observer.turn_finished(result)
+    if reason is None and gate is not None and not gate.is_open:
+        reason = gate.describe()  # the sender reported the pause and ended the round itself
     return reason

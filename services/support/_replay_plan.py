@@ -12,7 +12,7 @@ from pathlib import Path
 
 from voicelog.services.backup import Backup, BackupError, read_backup
 from voicelog.services.domain import SessionRecord, Turn, TurnStatus, normalise_mac, process_owner
-from voicelog.services.spool import DeliveryState, Spool, SpoolError, SpoolFull
+from voicelog.services.spool import STORAGE_ERRORS, Spool, SpoolError
 from voicelog.services.support._catalog import Catalog, SessionFilter
 
 RESENDABLE = (TurnStatus.PENDING, TurnStatus.PARKED, TurnStatus.DEAD_LETTER)
@@ -162,28 +162,13 @@ def imported_turn(turn: Turn) -> Turn:
 def import_backup(spool: Spool, backup: Backup, now_ms: int) -> int:
     """Add a backup's session and the turns the spool lacks, keeping ids, times and statuses.
 
-    Through the spool's own API, so whatever it does to stored turns (caps, sealing) applies.
+    One transaction per session: all of its missing turns are imported, or none (ReplayError).
+    Through the spool's own verb, so whatever it does to stored turns (caps, sealing) applies.
     """
     s = backup.session
-    created = spool.session(s.session_id) is None
-    if created:
-        spool.open_session(s.session_id, mac=s.mac, mac_valid=s.mac_valid, mac_source=s.mac_source,
-                           started_ms=s.started_ms, owner=process_owner())
-    have = {t.seq for t in spool.turns(s.session_id)}
-    added = 0
-    for turn in (imported_turn(t) for t in backup.turns if t.seq not in have):
-        try:
-            spool.insert_turn(turn)
-        except SpoolFull as exc:
-            raise ReplayError(f"{exc}; {added} turn(s) of {s.session_id} imported so far") from None
-        except SpoolError:
-            continue  # stored meanwhile by another import: the same turn, same id
-        added += 1
-    if created:
-        if s.agent_id:
-            DeliveryState(spool).set_agent_id(s.session_id, s.agent_id)
-        if s.skipped:
-            spool.count_skipped(s.session_id, s.skipped)
-        ended_ms = s.ended_ms or max([t.captured_ms for t in backup.turns] + [s.started_ms])
-        spool.end_session(s.session_id, ended_ms=ended_ms, reason=s.end_reason or "imported")
-    return added
+    ended_ms = max([t.captured_ms for t in backup.turns] + [s.started_ms])
+    try:
+        return spool.import_session(s, [imported_turn(t) for t in backup.turns], owner=process_owner(),
+                                    ended_ms=ended_ms)
+    except (SpoolError, *STORAGE_ERRORS, ValueError, OverflowError) as exc:
+        raise ReplayError(f"{backup.path}: not imported, nothing of it stored ({exc})") from None

@@ -6,20 +6,24 @@ the truth for sessions still in it, so those files can be rewritten from it (``-
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voicelog.services.backup import (
+    STALE_TEMP_SECONDS,
     Backup,
     BackupError,
     BackupWriter,
     backup_file_name,
     backup_files,
     document_records,
+    linked_files,
     load_document,
     problems,
+    temp_files,
 )
 from voicelog.services.domain import ChatType, Turn
 from voicelog.services.spool import Spool
@@ -70,11 +74,25 @@ def verify(catalog: Catalog) -> VerifyReport:
         seen[session_id] = path
         if catalog.spool is not None:
             _compare_with_spool(catalog.spool, backup, report)
+    for path in linked_files(catalog.backup_dir):
+        report.add("error", path, None, "a symbolic link where backups live: refused, never read through "
+                   "(remove it; copy the real file here if it is a backup)")
+    for path in temp_files(catalog.backup_dir):
+        if _age(path) >= STALE_TEMP_SECONDS:
+            report.add("warning", path, None, "a temporary file an interrupted backup write left (it may hold "
+                       "a session's words); removed at the next start, prune or purge")
     if catalog.spool is None:
         report.add("warning", "spool", None, "no spool on this box: files were checked on their own")
     else:
         _spool_sessions_without_files(catalog, seen, report)
     return report
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _checked_file(path: Path, catalog: Catalog, report: VerifyReport, named: str | None) -> Backup | None:
@@ -161,6 +179,11 @@ def _differences(turn: Turn, stored: Turn) -> list[str]:
 
 def _spool_sessions_without_files(catalog: Catalog, seen: dict[str, Path], report: VerifyReport) -> None:
     assert catalog.spool is not None
+    for orphan in catalog.spool.orphans():
+        report.sessions += 1
+        report.add("error", "spool", orphan.session.session_id,
+                   f"{sum(orphan.counts.values())} turn(s) have no session row (left by an older voicelog's "
+                   "purge): `voicelog ship --once` or the next start gives them one and delivers them")
     for session in catalog.spool.sessions():
         if session.session_id in seen:
             continue

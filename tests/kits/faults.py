@@ -2,14 +2,17 @@
 a jumping clock, process memory, and a numbered turn generator to kill.
 
 Run the generator: python -m tests.kits.faults generate SPOOL SESSION_ID... ; it writes numbered
-turns ("n <k>") round-robin into the sessions, forever, printing "ack <session> <k>" once each
-turn is durable. Restarted, it carries on from the last number stored per session.
+turns ("n <k> <words of the session>") at random into the sessions, forever, printing
+"ack <session> <k>" once each turn is durable (or refused: an erased session's are counted, not
+stored). It prints "ready" first, once it is set up. Restarted, it carries on from the last
+number stored per session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import random
 import subprocess
@@ -255,17 +258,24 @@ def _last_number(spool: Spool, session_id: str) -> int:
     return int(turns[-1].content.split()[1]) if turns else 0
 
 
+def words_of(session_id: str) -> str:
+    """A word only this session's turns hold, to search files for after its erasure."""
+    return "said-" + hashlib.sha256(session_id.encode()).hexdigest()[:12]
+
+
 def generate(spool_path: str, session_ids: list[str]) -> None:
-    """Write numbered turns forever, half as one-shot turns, half opened then sealed."""
+    """Write numbered turns ("n <k> <words_of(session)>") forever, half one-shot, half opened then sealed."""
     spool = open_spool(spool_path, busy_timeout_ms=200)
     services = [ChatHistoryService(spool, resolve_identity(s), ChatHistorySettings(),
                                    retry_interval=0.05) for s in session_ids]
     numbers = [_last_number(spool, s.session_id) for s in services]
     rng = random.Random(os.getpid())
+    print("ready", flush=True)  # started up: a kill from now on lands while turns are written
     while True:
         index = rng.randrange(len(services))
         service, numbers[index] = services[index], numbers[index] + 1
-        text, kind = f"n {numbers[index]}", ChatType.USER if numbers[index] % 2 else ChatType.AGENT
+        text = f"n {numbers[index]} {words_of(service.session_id)}"
+        kind = ChatType.USER if numbers[index] % 2 else ChatType.AGENT
         if numbers[index] % 2:
             service.add_message(kind, text)
         else:

@@ -8,7 +8,8 @@ import aiohttp
 from tests.kits.delivery import capture_numbered, eventually
 from tests.kits.ops import free_port
 from tests.kits.settings import delivery_settings
-from voicelog.agent.daemon import StopSignals, run_daemon, run_shipper
+from voicelog.agent.daemon import run_daemon, run_shipper
+from voicelog.agent.lifecycle import StopSignals
 from voicelog.agent.wiring import host_spool
 
 MAC = "68:25:dd:ba:39:78"

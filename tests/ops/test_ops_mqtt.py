@@ -1,5 +1,8 @@
 """The MQTT fleet channel against the real Mosquitto: retained status, last will, signed commands."""
 
+import asyncio
+import hashlib
+import hmac
 import json
 import signal
 import time
@@ -13,6 +16,7 @@ from tests.kits.ops import (
     daemon_config,
     ensure_mosquitto_running,
     free_port,
+    metric,
     running_daemon,
     subscribed,
     unique_node,
@@ -20,7 +24,7 @@ from tests.kits.ops import (
 )
 from voicelog.agent.wiring import host_spool
 from voicelog.services.config import load_settings
-from voicelog.services.ops import CommandRefused, CommandVerifier, sign_command
+from voicelog.services.ops import CommandRefused, CommandVerifier, sign_command, supervised
 from voicelog.services.spool import DeliveryState
 
 MAC = "68:25:dd:ba:39:78"
@@ -186,3 +190,58 @@ async def test_an_unreachable_broker_neither_blocks_delivery_nor_delays_shutdown
         assert await daemon.stop() == 0
         assert time.monotonic() - stopping < 5
     spool.close()
+
+
+def hostile_commands(node: str) -> dict[str, bytes]:
+    """Messages anyone on the broker can publish, each refused with a reason (issue 12, item 4)."""
+    escaped = '{"id": "x\\ud800", "node": "%s", "ts": %d, "cmd": "status"}' % (node, time.time() * 1000)
+    signature = hmac.new(KEY.encode(), escaped.encode(), hashlib.sha256).hexdigest()
+    return {
+        "lone surrogate in the body": b'{"body": "{\\"id\\": \\"\\\\ud800\\", \\"cmd\\": \\"status\\"}", "sig": "00"}',
+        "lone surrogate spelled inside a signed body": json.dumps({"body": escaped, "sig": signature}).encode(),
+        "not UTF-8": b'{"body": "\xff\xfe", "sig": "00"}',
+        "nested 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+        "non-ASCII signature": json.dumps({"body": "{}", "sig": "é" * 64}, ensure_ascii=False).encode(),
+        "body of the wrong type": b'{"body": {"cmd": "status"}, "sig": 7}',
+        "larger than 64 KiB": json.dumps({"body": "x" * 70_000, "sig": "00"}).encode(),
+    }
+
+
+async def test_hostile_messages_are_refused_one_by_one_and_commands_keep_working(
+        tmp_path, reference_manager, node):
+    """Malformed, unencodable or huge messages each get a refusal; a signed command after them is served."""
+    config = fleet_config(tmp_path, reference_manager, node)
+    cmd, result, status_topic = f"voicelog/{node}/cmd", f"voicelog/{node}/cmd/result", f"voicelog/{node}/status"
+    async with running_daemon(config) as daemon:
+        await wait_until_serving(daemon)
+        with subscribed(status_topic, result) as operator:
+            await operator.next(status_topic, where=lambda doc: doc["online"])
+            for name, payload in hostile_commands(node).items():
+                operator.publish(cmd, payload)
+                answer = await operator.next(result, where=lambda doc: doc["ok"] is False)
+                assert answer["id"] is None and answer["error"], name
+            probe = command(node, "status")
+            operator.publish(cmd, sign_command(KEY, probe))
+            answer = await operator.next(result, where=lambda doc: doc.get("id") == probe["id"])
+        assert answer["ok"] is True and answer["result"]["commands"] is True
+        assert answer["result"]["command_task_restarts"] == 0
+        assert (await daemon.get("/healthz"))[0] == 200
+        _, metrics = await daemon.get("/metrics")
+        assert metric(metrics, "voicelog_mqtt_commands_total", result="refused") == len(hostile_commands(node))
+    logs = daemon.logs()
+    assert logs.count('"mqtt_command_refused"') == len(hostile_commands(node))
+    assert "Traceback" not in logs
+
+
+async def test_a_crashing_task_is_restarted_and_its_crash_is_counted():
+    """The supervisor logs a crash, tells its owner, and runs the task again after a pause."""
+    stop, runs, crashes = asyncio.Event(), [], []
+
+    async def flaky() -> None:
+        runs.append(time.monotonic())
+        if len(runs) < 3:
+            raise RuntimeError("a bug in the task")
+        stop.set()
+
+    await asyncio.wait_for(supervised("flaky", flaky, stop, on_crash=crashes.append, first_delay=0.01), 5)
+    assert len(runs) == 3 and [str(c) for c in crashes] == ["a bug in the task"] * 2

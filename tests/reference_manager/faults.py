@@ -16,27 +16,33 @@ _HTTP_REASONS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway T
 class FaultPlan:
     """Counts of faults still to inject, each with the parameters of its answer.
 
-    Faults fire in a fixed order (http, rate_limit, code500, garbage before the handler;
+    Faults fire in a fixed order (http, verdict, rate_limit, code500, garbage before the handler;
     reset_after_commit after it), each on the next `count` device-server requests.
     """
 
     def __init__(self) -> None:
         self._armed: dict[str, tuple[int, dict]] = {}
+        self._spared: dict[str, int] = {}
 
-    def arm(self, name: str, count: int, **params) -> None:
-        """Make fault `name` fire on the next `count` requests (0 disarms it)."""
-        if count < 0:
-            raise ValueError("count must be >= 0")
+    def arm(self, name: str, count: int, *, after: int = 0, **params) -> None:
+        """Make fault `name` fire on `count` requests once `after` more have passed (0 disarms it)."""
+        if count < 0 or after < 0:
+            raise ValueError("count and after must be >= 0")
         self._armed[name] = (count, params)
+        self._spared[name] = after
 
     def clear(self) -> None:
         """Disarm every fault."""
         self._armed.clear()
+        self._spared.clear()
 
     def take(self, name: str) -> dict | None:
-        """Use one shot of fault `name`: its parameters, or None when it is not armed."""
+        """Use one shot of fault `name`: its parameters, or None when it is not armed (or spares this one)."""
         remaining, params = self._armed.get(name, (0, {}))
         if remaining <= 0:
+            return None
+        if self._spared.get(name, 0) > 0:
+            self._spared[name] -= 1
             return None
         self._armed[name] = (remaining - 1, params)
         return params
@@ -48,7 +54,9 @@ class FaultPlan:
     def answer_before_handler(self) -> tuple[str, web.Response] | None:
         """Return (outcome name, broken answer) if a pre-handler fault fires, else None."""
         if (params := self.take("http")) is not None:
-            return "fault_http", http_error(params["status"])
+            return "fault_http", http_error(params["status"], params.get("location"))
+        if (params := self.take("verdict")) is not None:
+            return "fault_verdict", verdict_envelope(params["code"])
         if (params := self.take("rate_limit")) is not None:
             return "rate_limited", too_many_requests(params["retry_after_seconds"])
         if self.take("code500") is not None:
@@ -58,9 +66,12 @@ class FaultPlan:
         return None
 
 
-def http_error(status: int) -> web.Response:
-    """A proxy-style HTML error page with a real HTTP error status."""
+def http_error(status: int, location: str | None = None) -> web.Response:
+    """A proxy-style HTML error page with a real HTTP error status (a redirect names where to)."""
     reason = _HTTP_REASONS.get(status, "Error")
+    if location is not None:
+        body = f"<html><body>Redirecting to <a href='{location}'>the login page</a></body></html>"
+        return web.Response(status=status, text=body, content_type="text/html", headers={"Location": location})
     body = f"<html><head><title>{status} {reason}</title></head><body><h1>{status} {reason}</h1></body></html>"
     return web.Response(status=status, text=body, content_type="text/html")
 
@@ -71,6 +82,11 @@ def too_many_requests(retry_after_seconds: float) -> web.Response:
         status=429, text="Too Many Requests", content_type="text/plain",
         headers={"Retry-After": str(math.ceil(retry_after_seconds))},
     )
+
+
+def verdict_envelope(code: int) -> web.Response:
+    """HTTP 200 with a validation refusal of this request's content (as for a blank field)."""
+    return _json({"code": code, "msg": "content不能为空 (injected verdict)", "data": None})
 
 
 def code500_envelope() -> web.Response:

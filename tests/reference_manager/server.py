@@ -155,9 +155,14 @@ class ReferenceManager:
         """Forget the device `mac`, so its reports answer data false."""
         await self._require_store().unbind(mac)
 
-    def fail_http(self, status: int, count: int = 1) -> None:
-        """Answer the next `count` device requests with a real HTTP `status` (e.g. 502), storing nothing."""
-        self.faults.arm("http", count, status=status)
+    def fail_http(self, status: int, count: int = 1, *, after: int = 0, location: str | None = None) -> None:
+        """Answer `count` device requests, once `after` more passed, with HTTP `status` (e.g. 502,
+        or 302 to `location`), storing nothing."""
+        self.faults.arm("http", count, after=after, status=status, location=location)
+
+    def reject(self, count: int = 1, *, code: int = 10034, after: int = 0) -> None:
+        """Refuse `count` device requests' content (HTTP 200, envelope `code`), once `after` more passed."""
+        self.faults.arm("verdict", count, after=after, code=code)
 
     def fail_code500(self, count: int = 1) -> None:
         """Answer the next `count` device requests with HTTP 200 and a code 500 envelope, storing nothing."""

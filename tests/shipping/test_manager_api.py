@@ -110,11 +110,11 @@ CLASSIFY_TABLE = [
     ("http503", 503, {}, HTML_PAGE, "session", Outcome.RETRYABLE, None),
     ("http504", 504, {}, HTML_PAGE, "report", Outcome.RETRYABLE, None),
     ("http400", 400, {}, b'{"error":"Bad Request"}', "report", Outcome.REJECTED, None),
-    ("http404", 404, {}, b'{"status":404,"error":"Not Found"}', "report", Outcome.REJECTED, None),
-    ("http405", 405, {}, b"", "report", Outcome.REJECTED, None),
+    ("http404", 404, {}, b'{"status":404,"error":"Not Found"}', "report", Outcome.MISCONFIGURED, None),
+    ("http405", 405, {}, b"", "report", Outcome.MISCONFIGURED, None),
     ("http413", 413, {}, b"too large", "report", Outcome.REJECTED, None),
     ("http401", 401, {}, b"auth required", "report", Outcome.UNAUTHORIZED, None),
-    ("http302", 302, {"Location": "https://x/"}, b"", "report", Outcome.REJECTED, None),
+    ("http302", 302, {"Location": "https://x/"}, b"", "report", Outcome.MISCONFIGURED, None),
 ]
 MALFORMED_BODIES = [
     ("html", b"<html><body>OK</body></html>"),
@@ -156,9 +156,17 @@ def test_rejection_reason_carries_the_managers_message():
 
 
 def test_http_4xx_reason_names_status_and_a_body_snippet():
-    """Another HTTP 4xx is rejected with its status and the start of its body in the reason."""
+    """Another HTTP 4xx holds delivery with its status and the start of its body in the reason."""
     result = classify(404, {}, b'{"status":404,"error":"Not Found","path":"/toy/x"}', endpoint="report")
     assert "HTTP 404" in result.reason and "Not Found" in result.reason
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308, 403, 404, 405, 406, 410, 415, 421])
+def test_answers_that_are_not_a_verdict_on_the_turn_never_dead_letter_it(status):
+    """Redirects, 404/405 and proxy refusals say the endpoint is wrong or away: hold, never dead-letter."""
+    result = classify(status, {"Location": "/login"}, b"<html>login</html>", endpoint="report")
+    assert result.outcome is Outcome.MISCONFIGURED
+    assert ("redirected to /login" in result.reason) == (300 <= status < 400)
 
 
 def test_reason_of_a_huge_error_page_is_capped():
@@ -417,7 +425,7 @@ async def test_check_secret_counts_a_blank_field_rejection_as_accepted():
     (TransportError("ClientConnectorError: refused"), Outcome.RETRYABLE),
     (answer(500, "boom", None), Outcome.RETRYABLE),
     (answer(data=False), Outcome.DELIVERED),
-    (RawResponse(404, {}, b"Not Found"), Outcome.REJECTED),
+    (RawResponse(404, {}, b"Not Found"), Outcome.MISCONFIGURED),
 ])
 async def test_check_secret_tells_a_refused_secret_from_an_unreachable_manager(reply, outcome):
     """401 means a bad secret; network and server trouble mean "cannot tell yet"."""

@@ -1,11 +1,15 @@
-"""kill -9 at random points, many times: no captured turn is lost, none is reordered.
+"""kill -9 at random points, many times, with purges and replays beside: nothing lost, nothing reordered.
 
 A numbered turn generator (a capture process) and the shipper (``main.py ship``) are both
 SIGKILLed at random moments every cycle while the reference Manager injects 5xx, code-500
-envelopes, 429s, resets after commit and slowness. After a final clean ``ship --once`` every
-number is in MariaDB, in order per session; duplicates only where a request was in flight
-(at most one per session per shipper kill, plus one per reset) and none at all when the
-Manager honours Idempotency-Key. VOICELOG_KILL_CYCLES and VOICELOG_KILL_SEED change the run.
+envelopes, 429s, resets after commit and slowness. Beside them, support staff's commands run
+and are killed too: ``backups replay --session`` of a delivered device, and ``backups purge
+--mac`` of a fourth device whose sessions the generator keeps capturing (a new one after each
+purge). After a final clean ``ship --once`` and a final purge, every number of the three kept
+devices is in MariaDB, in order per session; duplicates only where a request was in flight (at
+most one per session per shipper kill, one per replay kill, plus one per reset) and none at all
+when the Manager honours Idempotency-Key; and no file under the data directory holds the purged
+device's MAC or words. VOICELOG_KILL_CYCLES and VOICELOG_KILL_SEED change the run.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from pathlib import Path
 import pytest
 
 from tests.kits import REPO
-from tests.kits.faults import room, ship_config
+from tests.kits.faults import room, ship_config, words_of
 from voicelog.cli.app import main
 from voicelog.services.spool import open_spool
 
-CYCLES = int(os.environ.get("VOICELOG_KILL_CYCLES", "100"))
+CYCLES = int(os.environ.get("VOICELOG_KILL_CYCLES", "50"))
 SEED = int(os.environ.get("VOICELOG_KILL_SEED", "20261122"))
 MACS = ("68:25:dd:ba:39:71", "68:25:dd:ba:39:72", "68:25:dd:ba:39:73")
+PURGED_MAC = "68:25:dd:ba:39:74"
+SHIPPER_ALREADY_RUNNING = 3  # `ship` while a replay holds the shipper lock
 
 
 @dataclass
@@ -38,8 +44,12 @@ class LoopStats:
     cycles: int = 0
     shipper_kills: int = 0
     generator_kills: int = 0
+    replays: int = 0
+    replay_kills: int = 0
+    purges: int = 0
     acks: dict[int, list[int]] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
+    purged_sessions: list[str] = field(default_factory=list)
 
 
 def arm_faults(manager, rng: random.Random, stats: LoopStats) -> None:
@@ -56,8 +66,10 @@ def arm_faults(manager, rng: random.Random, stats: LoopStats) -> None:
     manager.delay_seconds = rng.choice((0.0, 0.0, 0.005, 0.03))
 
 
-async def kill_after(process: asyncio.subprocess.Process, seconds: float) -> bool:
+async def kill_after(process: asyncio.subprocess.Process | None, seconds: float) -> bool:
     """SIGKILL the process after ``seconds``; False if it had already exited by itself."""
+    if process is None:
+        return False
     try:
         await asyncio.wait_for(process.wait(), timeout=seconds)
         return False
@@ -67,26 +79,59 @@ async def kill_after(process: asyncio.subprocess.Process, seconds: float) -> boo
         return True
 
 
-async def one_cycle(config: Path, spool: Path, sessions: list[str], rng: random.Random,
-                    stats: LoopStats, log: Path) -> None:
-    """Start a generator and a shipper, kill both at random points, record the acks."""
+async def support_command(config: Path, sessions: list[str], rng: random.Random, stats: LoopStats,
+                          errors) -> tuple[str | None, asyncio.subprocess.Process | None]:
+    """Maybe start what support staff run beside the daemon: a replay, or the purge of a device."""
+    roll = rng.random()
+    if roll < 0.2:
+        args, kind = ["purge", "--mac", PURGED_MAC], "purge"
+        stats.purges += 1
+    elif roll < 0.45:
+        args = ["replay", "--session", rng.choice(sessions), "--max-attempts", "2", "--timeout", "2"]
+        kind = "replay"
+        stats.replays += 1
+    else:
+        return None, None
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "main.py", "--config", str(config), "backups", *args,
+        cwd=REPO, stdout=errors, stderr=errors)
+    return kind, process
+
+
+async def one_cycle(config: Path, spool: Path, sessions: list[str], purged: str, rng: random.Random,
+                    stats: LoopStats, log: Path) -> bool:
+    """Start a generator, a shipper and maybe a support command, kill them at random points.
+
+    Returns whether a purge ran (the purged device then starts a new session).
+    """
     errors = await asyncio.to_thread(open, log, "ab")
     with errors:
         generator = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.kits.faults", "generate", str(spool), *sessions,
+            sys.executable, "-m", "tests.kits.faults", "generate", str(spool), *sessions, purged,
             cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=errors)
         shipper = await asyncio.create_subprocess_exec(
             sys.executable, "main.py", "--config", str(config), "ship",
             cwd=REPO, stdout=errors, stderr=errors)
+        kind, support = await support_command(config, sessions, rng, stats, errors)
+        # The kill timers start once capture is set up (imports take ~1 s on a loaded machine),
+        # so every cycle kills processes in the middle of their work, not while they start.
+        ready = await asyncio.wait_for(generator.stdout.readline(), timeout=60)
+        assert ready == b"ready\n", f"the generator did not start: {log.read_text()[-3000:]}"
         killed = await asyncio.gather(kill_after(generator, rng.uniform(0.05, 0.7)),
-                                      kill_after(shipper, rng.uniform(0.05, 1.0)))
+                                      kill_after(shipper, rng.uniform(0.05, 1.0)),
+                                      kill_after(support, rng.uniform(0.05, 1.0)))
     output = (await generator.stdout.read()).decode()
-    assert all(killed), f"a process exited by itself: {log.read_text()[-3000:]}"
+    assert killed[0], f"the generator exited by itself: {log.read_text()[-3000:]}"
+    assert killed[1] or (kind == "replay" and shipper.returncode == SHIPPER_ALREADY_RUNNING), \
+        f"the shipper exited by itself ({shipper.returncode}): {log.read_text()[-3000:]}"
     stats.generator_kills += 1
-    stats.shipper_kills += 1
+    stats.shipper_kills += killed[1]
+    stats.replay_kills += kind == "replay" and killed[2]
     for line in output.splitlines():
         _, index, number = line.split()
-        stats.acks.setdefault(int(index), []).append(int(number))
+        if int(index) < len(sessions):  # the purged device's turns are not kept, on purpose
+            stats.acks.setdefault(int(index), []).append(int(number))
+    return kind == "purge"
 
 
 def stored_numbers(spool_path: Path, session_id: str) -> list[int]:
@@ -99,26 +144,43 @@ def stored_numbers(spool_path: Path, session_id: str) -> list[int]:
         spool.close()
 
 
+def files_holding(root: Path, needles: list[str]) -> list[str]:
+    """Every file under ``root`` that holds one of ``needles`` (as UTF-8 bytes)."""
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            found += [f"{path}: {n}" for n in needles if n.encode() in data]
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("honour", [False, True], ids=["plain_manager", "idempotent_manager"])
 async def test_kill_9_loop_loses_and_reorders_nothing(tmp_path, reference_manager, honour):
-    """Random SIGKILLs of capture and shipper under Manager faults: every number once, in order."""
+    """Random SIGKILLs of capture, shipper, replay and purge under Manager faults: every kept number once, in order."""
     cycles = CYCLES if not honour else max(20, CYCLES // 5)
     rng = random.Random(SEED + honour)
     print(f"\nkill loop: seed {SEED + honour}, {cycles} cycles, honour_idempotency={honour}")
     reference_manager.honour_idempotency = honour
-    for mac in MACS:
+    for mac in (*MACS, PURGED_MAC):
         await reference_manager.bind_device(mac)
     config = ship_config(tmp_path, reference_manager)
     spool = tmp_path / "backups" / "spool.db"
     sessions = [room(n, mac.replace(":", "")) for n, mac in enumerate(MACS)]
+    purged_hex = PURGED_MAC.replace(":", "")
+    generation = 0
     stats, started = LoopStats(), time.monotonic()
     for _ in range(cycles):
         arm_faults(reference_manager, rng, stats)
-        await one_cycle(config, spool, sessions, rng, stats, tmp_path / "processes.log")
+        purged = room(100 + generation, purged_hex)
+        if await one_cycle(config, spool, sessions, purged, rng, stats, tmp_path / "processes.log"):
+            stats.purged_sessions.append(purged)
+            generation += 1
         stats.cycles += 1
     reference_manager.clear_faults()
     assert await asyncio.to_thread(main, ["--config", str(config), "ship", "--once"]) == 0
+    assert await asyncio.to_thread(main, ["--config", str(config), "backups", "purge", "--mac", PURGED_MAC]) == 0
+    stats.purged_sessions.append(room(100 + generation, purged_hex))
     resets = reference_manager.requests["reset"]
     duplicates = 0
     for index, session_id in enumerate(sessions):
@@ -129,12 +191,20 @@ async def test_kill_9_loop_loses_and_reorders_nothing(tmp_path, reference_manage
         assert sorted(set(rows)) == stored, "a stored turn never reached MariaDB"
         assert rows == sorted(rows), "MariaDB's created_at order differs from capture order"
         duplicates += len(rows) - len(set(rows))
+    left = files_holding(tmp_path / "backups", [PURGED_MAC, purged_hex] +
+                         [words_of(s) for s in stats.purged_sessions])
+    assert left == [], "something of the purged device is still on disk"
+    check = open_spool(spool)
+    refused = check.losses().get("erased_session_turn", 0)
+    assert not check.sessions_of(mac=PURGED_MAC) and check.orphans() == []
+    check.close()
     took = time.monotonic() - started
     print(f"kill loop: {stats.cycles} cycles in {took:.1f}s, turns "
           f"{sum(len(stored_numbers(spool, s)) for s in sessions)}, duplicates {duplicates}, "
-          f"resets after commit {resets}, faults armed {stats.faults}")
+          f"resets after commit {resets}, replays {stats.replays} ({stats.replay_kills} killed), "
+          f"purges {stats.purges} (+1 final), turns refused after a purge {refused}, faults armed {stats.faults}")
     if honour:
         assert duplicates == 0
     else:
-        assert duplicates <= stats.shipper_kills * len(sessions) + resets
+        assert duplicates <= (stats.shipper_kills + stats.replay_kills) * len(sessions) + resets
     assert stats.cycles == cycles >= 20

@@ -130,7 +130,9 @@ class ManagerApiClient:
             log.warning("agent id lookup failed", mac=mac, error=self._redact(why))
             return None, False
         data = envelope.get("data")
-        return (data, True) if isinstance(data, str) and data else (None, True)
+        # Kept in the spool and every backup: only a plain id (a hostile one could be any text).
+        usable = isinstance(data, str) and 0 < len(data) <= 64 and data.isprintable()
+        return (data, True) if usable else (None, True)
 
     def _remember_agent_id(self, mac: str, agent_id: str | None) -> None:
         """Cache an answer: a found agent for long, "not bound" only briefly."""

@@ -24,6 +24,9 @@ ENDPOINTS = ("report", "session")
 CODE_OK, CODE_UNAUTHORIZED, CODE_SERVER_ERROR, CODE_BLANK_FIELD = 0, 401, 500, 10034
 # HTTP statuses worth retrying: the request timed out, was throttled, or hit a broken server.
 _RETRYABLE_HTTP = frozenset({408, 429})
+# HTTP statuses that are a verdict on the request itself (its content or size): dead-letter.
+# Every other non-2xx answer (redirects, 404/405, 403, ...) is not the Manager judging the turn.
+_VERDICT_HTTP = frozenset({400, 413, 414, 422})
 _DELAY_SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 
 
@@ -33,7 +36,10 @@ class Outcome(StrEnum):
     DELIVERED = "delivered"  # stored (or deliberately not stored by the agent's setting)
     UNROUTABLE = "unroutable"  # the MAC is not bound: nothing stored, park and retry slowly
     UNAUTHORIZED = "unauthorized"  # the server secret is wrong: hold everything
-    REJECTED = "rejected"  # the Manager will never accept this request as it is: dead-letter
+    # The answer is not the Manager speaking about this turn (a redirect to a login page, 404/405
+    # from a wrong context path or a redeploy, a proxy refusing): hold everything, probe, resume.
+    MISCONFIGURED = "misconfigured"
+    REJECTED = "rejected"  # the Manager refused this request's content (10034 and the like): dead-letter
     RETRYABLE = "retryable"  # network, throttling, server trouble, garbage answer: try again
 
 
@@ -100,7 +106,13 @@ def _classify_http_error(status: int, headers: Mapping[str, str], body: bytes) -
     if status == 401:
         # A proxy refusing our credentials is an auth problem; holding beats dead-lettering it all.
         return DeliveryResult(Outcome.UNAUTHORIZED, reason, status)
-    return DeliveryResult(Outcome.REJECTED, reason, status)
+    if status in _VERDICT_HTTP:
+        return DeliveryResult(Outcome.REJECTED, reason, status)
+    if 300 <= status < 400:
+        where = header_value(headers, "Location")
+        reason = _clip(f"HTTP {status}: redirected to {where or 'an unnamed place'} (a login page or "
+                       f"a wrong manager_api.url?); {body_snippet(body, 80)}")
+    return DeliveryResult(Outcome.MISCONFIGURED, reason, status)
 
 
 def _classify_envelope(status: int, body: bytes, endpoint: str) -> DeliveryResult:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from voicelog.services.domain import TurnStatus
-from voicelog.services.spool._schema import SCHEMA, SESSION_COLUMNS, TURN_COLUMNS
+from voicelog.services.spool._schema import ERASED_COLUMNS, SCHEMA, SESSION_COLUMNS, TURN_COLUMNS
 
 # Same logger as recovery: salvage failures belong with the recovery's own events.
 log = structlog.get_logger("voicelog.recovery")
@@ -30,6 +32,7 @@ COUNT_IMPLAUSIBLE_TURNS = (
     " OR typeof(report_ms)<>'integer' OR status NOT IN (SELECT value FROM json_each(?))")
 STATUSES_JSON = json.dumps(_STATUSES)
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 Key = tuple[str, int]
 
@@ -41,17 +44,29 @@ class Salvage:
     turns: dict[Key, tuple] = field(default_factory=dict)
     sessions: dict[str, tuple] = field(default_factory=dict)
     losses: list[tuple] = field(default_factory=list)
+    erased: dict[str, tuple] = field(default_factory=dict)  # tombstones by digest
     known: set[Key] = field(default_factory=set)
     unreadable_regions: int = 0  # places in the damaged file no row could be read from
     rejected_rows: int = 0  # rows read but holding impossible values
 
 
 def salvage_spool(path: Path, work: Path) -> Salvage:
-    """Every readable, plausible row of the damaged spool, read from a copy in ``work``."""
+    """Every readable, plausible row of the damaged spool, read from a copy in ``work``.
+
+    A failure to make the copy (no space, no permission) is raised, never taken for damage:
+    finding "nothing readable" on a full disk would rebuild the spool without its turns.
+    """
     found = Salvage()
     if path.exists():
         try:
             _read_damaged(path, work, found)
+        except OSError:
+            raise
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise  # no room for the work copy: not damage
+            log.exception("spool_salvage_failed", path=str(path))
+            found.unreadable_regions += 1
         except Exception:
             log.exception("spool_salvage_failed", path=str(path))
             found.unreadable_regions += 1
@@ -72,17 +87,19 @@ def _read_damaged(path: Path, work: Path, found: Salvage) -> None:
         found.sessions.update((r[0], r) for r in _rows(conn, "sessions", SESSION_COLUMNS, found)
                               if _plausible_session(r))
         found.losses += _rows(conn, "losses", ("at_ms", "session_id", "kind", "count", "detail"), found)
+        found.erased.update((r[0], r) for r in _rows(conn, "erased_sessions", ERASED_COLUMNS, found)
+                            if isinstance(r[0], str) and _DIGEST.match(r[0]) and type(r[1]) is int)
         for session_id in {key[0] for key in found.turns} | set(found.sessions):
             found.known |= {(session_id, seq) for seq in _indexed_seqs(conn, session_id, found)}
 
 
 def _open_copy(path: Path, work: Path) -> sqlite3.Connection | None:
     """A connection to a copy of the damaged file (with its WAL), header repaired if needed."""
-    work.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True, mode=0o700)
     copy = work / "damaged.db"
-    shutil.copyfile(path, copy)
+    _private_copy(path, copy)
     if Path(f"{path}-wal").exists():
-        shutil.copyfile(f"{path}-wal", f"{copy}-wal")
+        _private_copy(Path(f"{path}-wal"), Path(f"{copy}-wal"))
     for repair in (False, True):
         if repair:
             _transplant_first_page(copy, work / "template.db")
@@ -95,9 +112,17 @@ def _open_copy(path: Path, work: Path) -> sqlite3.Connection | None:
     return None
 
 
+def _private_copy(source: Path, target: Path) -> None:
+    """Copy a file into one only its owner can read (the copies hold children's words)."""
+    with open(source, "rb") as src, os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                                               "wb") as dst:
+        shutil.copyfileobj(src, dst, 1024 * 1024)
+
+
 def _transplant_first_page(copy: Path, template: Path) -> None:
     # Page 1 holds the header and the table directory; a fresh spool's is the same (the
     # schema is created in a fixed order), so a destroyed page 1 can be replaced by it.
+    os.close(os.open(template, os.O_WRONLY | os.O_CREAT, 0o600))
     conn = sqlite3.connect(template)
     with contextlib.closing(conn):
         for statement in SCHEMA:
