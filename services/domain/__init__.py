@@ -10,6 +10,6 @@ __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_models": ("ChatType", "DONE", "FAILED", "RESENDABLE", "SessionRecord", "Turn", "TurnStatus",
                 "UNDELIVERED", "WAITING"),
     "_ownership": ("ShipperAlreadyRunning", "ShipperLock", "owner_alive", "process_owner"),
-    "_text": ("MAX_TURN_CHARS", "clean_transcript", "is_cut", "join_segments"),
+    "_text": ("MAX_TURN_CHARS", "SecretMask", "clean_transcript", "is_cut", "join_segments"),
     "_waiting": ("first_of",),
 })
