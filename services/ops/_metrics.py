@@ -21,7 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from voicelog.services.domain import UNDELIVERED, WAITING
+from voicelog.services.domain import UNDELIVERED, WAITING, TurnStatus
 from voicelog.services.spool import open_spool
 
 BACKLOG_STATUSES = UNDELIVERED
@@ -55,6 +55,13 @@ class Metrics:
                                        "1 if the Manager answered the last health probe", registry=r)
         self.last_delivery = Gauge("voicelog_last_delivery_timestamp_seconds",
                                    "When a turn was last delivered (0: not since start)", registry=r)
+        self.request_seconds = Histogram("voicelog_manager_request_seconds",
+                                         "How long one request to the Manager took, answered or not",
+                                         registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.parked_devices = Gauge("voicelog_parked_devices", "Devices (MACs) with parked turns", registry=r)
+        self.spool_max_bytes = Gauge("voicelog_spool_max_bytes", "The spool's size cap (spool_max_mb)",
+                                     registry=r)
+        self._livekit: Gauge | None = None
         self.manager_auth_ok.set(1)
         for event in ("captured", "delivered", "parked", "dead_letter", "skipped"):
             self.turns.labels(event=event)  # present from the first scrape, at 0
@@ -73,6 +80,17 @@ class Metrics:
         """Record how long after capture a turn was delivered."""
         self.latency.observe(seconds)
 
+    def request_took(self, seconds: float) -> None:
+        """Record how long one request to the Manager took."""
+        self.request_seconds.observe(seconds)
+
+    def livekit(self) -> Gauge:
+        """``voicelog_livekit_registered``: exported only by a process that runs the LiveKit worker."""
+        if self._livekit is None:
+            self._livekit = Gauge("voicelog_livekit_registered", "1 while the LiveKit worker is registered "
+                                  "with the server (voicelog start only)", registry=self.registry)
+        return self._livekit
+
     def apply(self, snapshot: SpoolSnapshot) -> None:
         """Set the spool-derived gauges and advance "captured" and "skipped" from a snapshot."""
         for status in BACKLOG_STATUSES:
@@ -80,6 +98,8 @@ class Metrics:
         oldest = snapshot.oldest_waiting_ms
         self.oldest_pending_age.set(0 if oldest is None else max(0, snapshot.taken_ms - oldest) / 1000)
         self.spool_bytes.set(snapshot.spool_bytes)
+        self.spool_max_bytes.set(snapshot.max_bytes)
+        self.parked_devices.set(snapshot.parked_devices)
         self.sessions_active.set(snapshot.sessions_active)
         self._advance("captured", sum(snapshot.counts.values()))
         self._advance("skipped", snapshot.skipped)
@@ -106,6 +126,8 @@ class SpoolSnapshot:
     oldest_waiting_ms: int | None = None
     spool_bytes: int = 0
     taken_ms: int = 0
+    parked_devices: int = 0
+    max_bytes: int = 0  # the cap (0: none)
 
     @property
     def waiting(self) -> int:
@@ -123,6 +145,7 @@ class SpoolStats:
     def __init__(self, spool_path: str | Path, *, max_bytes: int | None = None,
                  busy_timeout_ms: int = 2000, max_age: float = 1.0) -> None:
         self._spool = open_spool(spool_path, max_bytes=max_bytes, busy_timeout_ms=busy_timeout_ms)
+        self.max_bytes = max_bytes or 0
         self._lock = threading.Lock()  # one query at a time on this connection
         self._max_age = max_age
         self._cached: dict[str, tuple[float, object]] = {}
@@ -147,9 +170,11 @@ class SpoolStats:
         with self._lock:
             counts = self._spool.status_counts()
             active, skipped, oldest = self._spool.totals(WAITING)
+            parked = self._spool.devices_with([TurnStatus.PARKED]) if counts.get("parked") else 0
             return SpoolSnapshot(counts=counts, skipped=int(skipped), sessions_active=int(active),
                                  oldest_waiting_ms=oldest, spool_bytes=self._spool.size_bytes(),
-                                 taken_ms=time.time_ns() // 1_000_000)
+                                 taken_ms=time.time_ns() // 1_000_000, parked_devices=parked,
+                                 max_bytes=self.max_bytes)
 
     def probe_write(self) -> str | None:
         """Commit one tiny write; None when the spool takes it, else why not."""

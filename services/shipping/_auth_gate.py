@@ -21,6 +21,7 @@ class AuthGate:
         self._interval = interval
         self._open = asyncio.Event()
         self._open.set()
+        self.refused = asyncio.Event()  # set while the secret is refused: bounded runs stop on it
         self._prober: asyncio.Task[None] | None = None
         self.last_reason: str | None = None
 
@@ -35,6 +36,7 @@ class AuthGate:
         if not self._open.is_set():
             return
         self._open.clear()
+        self.refused.set()
         log.error("manager_rejected_secret_delivery_paused", reason=reason,
                   hint="check manager_api.secret / MANAGER_API_SECRET; nothing is dropped")
         self._prober = asyncio.create_task(self._probe_until_accepted(), name="voicelog-auth-probe")
@@ -50,6 +52,7 @@ class AuthGate:
             if result.outcome is Outcome.DELIVERED:
                 log.warning("manager_accepts_secret_delivery_resumed")
                 self.last_reason = None
+                self.refused.clear()
                 self._open.set()
                 return
 
