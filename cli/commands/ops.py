@@ -12,12 +12,14 @@ from voicelog.services.config import Settings
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add operator commands (doctor) to the command line."""
     doctor = commands.add_parser(
-        "doctor", parents=[common], help="check config, spool, backups, Manager, LiveKit and MQTT; one line each",
+        "doctor", parents=[common],
+        help="check config, spool, backlog, Manager, LiveKit and MQTT; one line each",
         description="Check what this box needs: config, spool and backup directory, the Manager "
                     "(reachable, secret accepted; nothing is stored), LiveKit settings, and the "
                     "MQTT broker when enabled; parked or dead-letter turns are a WARN line. Exit 1 if "
                     "any check fails (0 with warnings). Run it as the service user so files it creates "
-                    "keep the right owner, with the unit's environment: --env-file - < /etc/voicelog/voicelog.env",
+                    "keep the right owner, with the unit's environment: "
+                    "--env-file - < /etc/voicelog/voicelog.env",
         epilog="example (as root):\n  sudo -u voicelog /opt/voicelog/.venv/bin/voicelog --config "
                "/etc/voicelog/config.yaml --env-file - doctor < /etc/voicelog/voicelog.env",
         formatter_class=argparse.RawDescriptionHelpFormatter)

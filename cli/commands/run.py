@@ -26,9 +26,10 @@ START_DESCRIPTION = """Run the daemon: the LiveKit worker (one job process per d
 every turn into the spool) and the shipper (delivery to the Manager), with /healthz, /readyz
 and /metrics on http.listen. Needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET. /readyz
 is ready only once the worker is registered with LiveKit. SIGTERM drains and exits 0."""
-SHIP_DESCRIPTION = """Run only the shipper: deliver what the spool holds to the Manager (manager_api.url), as the
-daemon does, for a box where capture runs elsewhere or to catch up a backlog. --once delivers
-what is deliverable now and exits, within --deadline seconds whatever the Manager's state."""
+SHIP_DESCRIPTION = """Run only the shipper: deliver what the spool holds to the Manager (manager_api.url),
+as the daemon does, for a box where capture runs elsewhere or to catch up a backlog. --once
+delivers what is deliverable now and exits, within --deadline seconds whatever the Manager's
+state."""
 EXIT_UNDELIVERED, EXIT_LOCKED, EXIT_SECRET_REFUSED, EXIT_MANAGER_SILENT = 1, 3, 4, 5
 DEFAULT_DEADLINE = 60.0
 

@@ -69,7 +69,7 @@ async def _one_frame(settings: Settings, interval: float, console: Console, *, a
         print(json.dumps({"node": socket.gethostname(), **shown.to_json()}, ensure_ascii=False))
     else:
         console.print(top_view(shown, node=socket.gethostname(), every=None,
-                               manager_url=settings.manager_api.url), highlight=False)
+                               manager_url=settings.manager_api.url), highlight=False, soft_wrap=True)
 
 
 async def _live(settings: Settings, interval: float, console: Console) -> None:
@@ -80,8 +80,8 @@ async def _live(settings: Settings, interval: float, console: Console) -> None:
     node = socket.gethostname()
     try:
         before = await source.read()
-        with Live(top_view(frame(before, None), node=node, every=interval, manager_url=settings.manager_api.url),
-                  console=console, auto_refresh=False, transient=False) as live:
+        first = top_view(frame(before, None), node=node, every=interval, manager_url=settings.manager_api.url)
+        with Live(first, console=console, auto_refresh=False, transient=False) as live:
             while True:
                 await asyncio.sleep(interval)
                 now = await source.read()

@@ -19,7 +19,8 @@ WHAT_TO_DO = {
     StopReason.DEADLINE: "the rest waits in the spool for the daemon or the next `ship --once` "
                          "(--deadline gives it longer)",
 }
-WHY_LEFT = {"parked": "device not bound to an agent, or no valid MAC: `voicelog backups list --status parked`",
+WHY_LEFT = {"parked": "device not bound to an agent, or no valid MAC: "
+                      "`voicelog backups list --status parked`",
             "dead_letter": "refused by the Manager: `voicelog backups list --status dead-letter`",
             "pending": "waiting for the Manager: the next run or the daemon sends them",
             "open": "sessions still being captured"}
@@ -70,8 +71,8 @@ def simulate_lines(summary: Any, settings: Settings) -> list[str]:
         lines.append("delivery: off (no manager_api.url, or --no-deliver); the turns wait in the spool")
     else:
         waiting = {k: v for k, v in summary.delivery.items() if k != "delivered"}
-        lines.append(f"delivered this run's {turns_and_rows(summary.delivery.get('delivered', 0), summary.delivered_rows)} "
-                     f"to {settings.manager_api.url}"
+        ours = turns_and_rows(summary.delivery.get("delivered", 0), summary.delivered_rows)
+        lines.append(f"delivered this run's {ours} to {settings.manager_api.url}"
                      + (f"; not delivered: {status_counts(waiting)}" if any(waiting.values()) else ""))
         if summary.backlog_delivered:
             lines.append(f"also delivered {turns_and_rows(summary.backlog_delivered, summary.backlog_rows)} "

@@ -20,7 +20,8 @@ from voicelog.cli.views.words import plural
 from voicelog.services.support import SessionView
 
 MIN_PREFIX = 8
-PLAIN_HEADER = ("session", "mac", "started", "ended", "delivered", "pending", "parked", "dead-letter", "source")
+PLAIN_HEADER = ("session", "mac", "started", "ended", "delivered", "pending", "parked", "dead-letter",
+                "source")
 # Column widths of the terminal table besides the id: MAC, started, ended and the four counts.
 _FULL_WIDTHS = (17, 16, 5, 9, 7, 6, 11)
 _COMPACT_WIDTHS = (17, 11, 5, 9, 7, 6, 6)  # started without the year; "dead-/letter" on two lines
@@ -75,7 +76,8 @@ def terminal_table(views: list[SessionView], width: int, known_ids: Iterable[str
     if compact:
         captions.append("ids cut to a unique start; `backups show` takes it; pipe the list for whole ids")
     table = Table(title=title, title_justify="left", box=None, header_style="bold underline",
-                  pad_edge=False, caption="\n".join(captions) or None, caption_justify="left")
+                  pad_edge=False, caption="\n".join(captions) or None, caption_justify="left",
+                  padding=(0, 1, 0, 0) if compact else (0, 1))  # one space between columns when narrow
     shown_width = min(id_width, cut + 2) if compact else id_width
     table.add_column("session", no_wrap=True, min_width=shown_width)
     for name in ("MAC", "started", "ended"):

@@ -103,10 +103,10 @@ def verify_lines(console: Console, report: VerifyReport, where: str) -> None:
     repaired = f" (of which {plural(len(report.repairs), 'repair')} of damage found)" if report.repairs else ""
     verdict = "[green]OK[/]" if not errors else f"[red]{plural(errors, 'problem')}{repaired}[/]"
     console.print(f"checked {plural(report.files, 'backup file')} and {plural(report.sessions, 'session')}: "
-                  f"{verdict}, {plural(warnings, 'warning')}", highlight=False)
+                  f"{verdict}, {plural(warnings, 'warning')}", highlight=False, soft_wrap=True)
     if report.acknowledged_repairs:
         console.print(f"{plural(report.acknowledged_repairs, 'earlier repair')} acknowledged "
-                      "(under quarantine/, kept until retention removes them)", highlight=False)
+                      "(under quarantine/, kept until retention removes them)", highlight=False, soft_wrap=True)
     console.print(f"read from {escape(where)}", highlight=False, soft_wrap=True)
 
 

@@ -23,6 +23,7 @@ from voicelog.services.ops._metrics import BACKLOG_STATUSES, SpoolStats
 from voicelog.services.shipping.manager import ManagerApiClient
 
 DAEMON_TIMEOUT = 2.0  # seconds one read of the daemon's endpoint may take
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (name, sorted labels) -> value
 MEMORY_NOT_AVAILABLE = "n/a"  # issue 13 adds the memory store's metrics: shown here once they exist
 
 
@@ -169,7 +170,7 @@ def manager_word(state: ManagerState) -> str:
     return "secret refused" if state.reachable else "down"
 
 
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def _samples(text: str) -> Samples:
     found = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -177,14 +178,15 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-def _apply_metrics(figures: BoxFigures, samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> None:
+def _apply_metrics(figures: BoxFigures, samples: Samples) -> None:
     def value(name: str, **labels: str) -> float:
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
     figures.sessions_active = int(value("voicelog_sessions_active"))
     figures.captured_total = value("voicelog_turns_total", event="captured")
     figures.delivered_total = value("voicelog_turns_total", event="delivered")
-    figures.backlog = {s.value: int(value("voicelog_backlog_turns", status=s.value)) for s in BACKLOG_STATUSES}
+    figures.backlog = {s.value: int(value("voicelog_backlog_turns", status=s.value))
+                       for s in BACKLOG_STATUSES}
     waiting = figures.backlog.get("pending", 0) + figures.backlog.get("parked", 0)
     figures.oldest_waiting_s = value("voicelog_oldest_pending_age_seconds") if waiting else None
     figures.parked_devices = int(value("voicelog_parked_devices"))

@@ -2,7 +2,8 @@
 
 /healthz says whether the process and its loops are alive (for restarts); /readyz says whether
 it can do its job now: the spool takes writes, the Manager answers and accepts our secret, and
-(for ``voicelog start``) the LiveKit worker is registered (for load balancers and dashboards). Both answer JSON, 200 or 503 with a reason.
+(for ``voicelog start``) the LiveKit worker is registered (for load balancers and dashboards).
+Both answer JSON, 200 or 503 with a reason.
 """
 
 from __future__ import annotations

@@ -57,7 +57,8 @@ class Metrics:
                                    "When a turn was last delivered (0: not since start)", registry=r)
         self.request_seconds = Histogram("voicelog_manager_request_seconds",
                                          "How long one request to the Manager took, answered or not",
-                                         registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+                                         registry=r,
+                                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.parked_devices = Gauge("voicelog_parked_devices", "Devices (MACs) with parked turns", registry=r)
         self.spool_max_bytes = Gauge("voicelog_spool_max_bytes", "The spool's size cap (spool_max_mb)",
                                      registry=r)

@@ -149,7 +149,7 @@ class Shipper:
 
     async def _bounded(self, work: Coroutine[Any, Any, None], seconds: float | None, *,
                        stop_when_silent: bool = False) -> None:
-        """Run ``work`` until done, the secret is refused, (optionally) the Manager is silent, or time is up."""
+        """Run ``work`` until done, the secret is refused, the Manager is silent (optional), or time is up."""
         task = asyncio.ensure_future(work)
         stops: list[asyncio.Event] = [self.gate.refused] + ([self._gave_up] if stop_when_silent else [])
         try:
