@@ -120,6 +120,9 @@ class FigureSource:
     async def _from_spool(self) -> BoxFigures:
         history = self.settings.chat_history
         if self._stats is None:
+            if not history.spool_file.exists():
+                # A viewer must not create a spool where a wrong path points: say there is none.
+                return await self._with_manager(BoxFigures("spool", f"{history.spool_file} (no spool there)"))
             self._stats = SpoolStats(history.spool_file, max_bytes=history.spool_max_mb * 1024 * 1024)
         snapshot = await self._stats.snapshot()
         figures = BoxFigures("spool", str(history.spool_file), sessions_active=snapshot.sessions_active,
@@ -130,6 +133,10 @@ class FigureSource:
                              else max(0, snapshot.taken_ms - snapshot.oldest_waiting_ms) / 1000,
                              parked_devices=snapshot.parked_devices, spool_bytes=snapshot.spool_bytes,
                              spool_max_bytes=snapshot.max_bytes)
+        return await self._with_manager(figures)
+
+    async def _with_manager(self, figures: BoxFigures) -> BoxFigures:
+        """Add the Manager's state as this process sees it (asking at most every few seconds)."""
         started = time.perf_counter()
         state, asked = await self._manager_state()
         if asked:

@@ -27,6 +27,9 @@ MASK = SecretMask.MASK
 CHAT_FIELDS = frozenset({"content", "text", "transcript", "message_text", "user_text",
                          "agent_text", "chat_content"})
 _QUIET_LEVELS = frozenset({"debug", "notset"})
+# The ``extra`` fields of library log records kept in our lines: ids, counts and causes, never text.
+LIBRARY_EXTRAS = ("error", "url", "retry_count", "max_retry", "pid", "job_id", "worker_id", "id", "agent_name",
+                  "region", "elapsed_time", "timeout", "version", "rtc-version")
 # The secrets the active configuration masks; extended by add_secrets() after start.
 _secrets: set[str] = set()
 _mask = SecretMask()
@@ -108,9 +111,9 @@ def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     *([structlog.processors.format_exc_info] if as_json else []),
                     renderer, _mask_line],
-        # A library's ``extra`` fields are its details (livekit puts the cause of a failed
-        # connection there): keep them, before chat fields are hidden and secrets masked.
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared]))
+        # A library's ``extra`` fields hold its details (livekit puts the cause of a failed
+        # connection there), but also what was said (livekit's "lk.pii.*"): only known ones pass.
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(allow=LIBRARY_EXTRAS), *shared]))
     logging.captureWarnings(True)  # a library's warnings become log lines too, not raw stderr text
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -123,10 +123,13 @@ def test_a_broken_env_file_names_each_bad_line_and_never_echoes_it():
     assert "sk-live" not in str(info.value)
 
 
-def test_a_commented_env_file_configures_any_command_before_or_after_it(tmp_path, capsys):
+def test_a_commented_env_file_configures_any_command_before_or_after_it(tmp_path, capsys, monkeypatch):
     """`--env-file` feeds the file's values to the command, wherever on the line it is given."""
     from voicelog.cli.app import main
 
+    # The command puts the file's values into this process's environment (its job processes
+    # inherit them): set first, so the test's end restores the environment the others expect.
+    monkeypatch.setenv("VOICELOG__CHAT_HISTORY__BACKUP_DIR", "unset-after-the-test")
     env_file = tmp_path / "voicelog.env"
     env_file.write_text("# batching\nVOICELOG__CHAT_HISTORY__BACKUP_DIR=" + str(tmp_path / "data") + "\n")
     assert main(["backups", "list", "--env-file", str(env_file), "--json"]) == 0
