@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import structlog
 
 from voicelog.agent.lifecycle import Heartbeat, StopSignals, race, stopped_within, until_done_or_hurried
+from voicelog.agent.livekit_link import LinkState, LiveKitLink
 from voicelog.agent.memory_writer import flush_memory, running_memory_writer
 from voicelog.agent.wiring import host_spool
 from voicelog.services.backup import BackupWriter
@@ -54,9 +56,10 @@ class Operations:
     """The daemon's operational side: health/metrics HTTP, systemd, MQTT fleet channel, prune."""
 
     def __init__(self, settings: Settings, shipper: Shipper, metrics: Metrics,
-                 heartbeat: Heartbeat) -> None:
+                 heartbeat: Heartbeat, livekit: LiveKitLink | None = None) -> None:
         self.settings, self.shipper, self.metrics, self.heartbeat = settings, shipper, metrics, heartbeat
         self.api = None  # the /v1 routes, when http.api_token is set
+        self.livekit = livekit
         history = settings.chat_history
         self.notifier = Notifier()
         self.stats = SpoolStats(history.spool_file, max_bytes=history.spool_max_mb * 1024 * 1024)
@@ -73,6 +76,8 @@ class Operations:
     async def start(self, stop: asyncio.Event) -> None:
         """Start the HTTP endpoint (when configured) and the side tasks."""
         self._stop = stop
+        if self.livekit is not None:
+            self.metrics.livekit().set(0)
         if self.settings.http.listen:
             await self._serve_http()
         self._spawn(self.notifier.keep_alive(self.healthy, stop), "voicelog-watchdog")
@@ -90,7 +95,8 @@ class Operations:
         http = OpsHttpServer(self.settings.http.listen, metrics=self.metrics, stats=self.stats,
                              manager=self.manager, liveness=self.liveness,
                              last_delivery_ms=lambda: self.shipper.last_delivery_ms,
-                             mounts={"/v1": self.api.app} if self.api else None)
+                             mounts={"/v1": self.api.app} if self.api else None,
+                             livekit=self.livekit.readiness if self.livekit else None)
         try:
             await http.start()
         except OSError as error:
@@ -112,7 +118,7 @@ class Operations:
         if self.fleet is not None and checks.get("mqtt") is None:
             checks["mqtt_commands"] = self.fleet.commands_problem()
         limit = max(STUCK_AFTER_MIN, STUCK_AFTER_POLLS * self.settings.shipper.poll_interval)
-        if checks.get("shipper") is None and self.heartbeat.age() > limit:
+        if "shipper" in checks and checks["shipper"] is None and self.heartbeat.age() > limit:
             checks["shipper"] = f"loop has not run for {self.heartbeat.age():.0f} s"
         return checks
 
@@ -125,11 +131,25 @@ class Operations:
         problems = {name: why for name, why in self.liveness().items() if why and name != "mqtt_commands"}
         return self._stop.is_set() or not problems
 
+    def serving(self, status: str) -> None:
+        """Tell systemd we are up (READY=1) and what we are doing, without claiming more."""
+        self.notifier.ready(f"{status}{self._health_hint()}")
+
     def ready(self, doing: str) -> None:
-        """Tell systemd we are serving."""
-        where = f"; health on http://{self.http.host}:{self.http.port}" if self.http else ""
-        self.notifier.ready(f"{doing}{where}")
+        """We do our whole job now: say so to systemd and in the log."""
+        self.notifier.status(f"{doing}{self._health_hint()}")
         log.info("daemon_ready", doing=doing)
+
+    def livekit_changed(self, state: LinkState, doing: str) -> None:
+        """Registration with LiveKit came or went: readiness, metrics and status follow it."""
+        self.metrics.livekit().set(int(state.registered))
+        if state.registered:
+            self.ready(doing)
+        else:
+            self.notifier.status(f"waiting for LiveKit: {state.reason}{self._health_hint()}")
+
+    def _health_hint(self) -> str:
+        return f"; health on http://{self.http.host}:{self.http.port}" if self.http else ""
 
     async def aclose(self) -> None:
         """Stop the side tasks (the MQTT goodbye gets a short grace) and the HTTP server."""
@@ -269,13 +289,13 @@ def build_shipper(settings: Settings, *, metrics: Metrics | None = None,
 
 
 @contextlib.asynccontextmanager
-async def _operated_shipper(settings: Settings,
-                            signals: StopSignals) -> AsyncIterator[tuple[Shipper, Operations]]:
+async def _operated_shipper(settings: Settings, signals: StopSignals, livekit: LiveKitLink | None = None,
+                            ) -> AsyncIterator[tuple[Shipper, Operations]]:
     """A shipper with the operations side started; both stopped and released on exit."""
     signals.install()
     metrics, heartbeat = Metrics(), Heartbeat()
     shipper, release = build_shipper(settings, metrics=metrics, now=heartbeat)
-    ops = Operations(settings, shipper, metrics, heartbeat)
+    ops = Operations(settings, shipper, metrics, heartbeat, livekit)
     try:
         await ops.start(signals.stop)
         # The memory writer stops last, after sessions and delivery have drained, with a final flush.
@@ -295,46 +315,70 @@ async def run_shipper(settings: Settings, signals: StopSignals | None = None) ->
     async with _operated_shipper(settings, signals) as (shipper, ops):
         task = asyncio.create_task(shipper.run(signals.stop), name="voicelog-shipper")
         ops.watch("shipper", task)
+        ops.serving("delivering")
         ops.ready("delivering")
         await until_done_or_hurried(task, signals)
         return shipper.summary
 
 
-async def ship_once(settings: Settings, max_attempts: int) -> ShipSummary:
-    """Deliver everything deliverable now, with a bounded retry budget per turn."""
-    return (await ship_once_with_memory(settings, max_attempts))[0]
+async def ship_once(settings: Settings, max_attempts: int, deadline: float | None = None) -> ShipSummary:
+    """``ship --once``: deliver what is deliverable now (bounded retries, a deadline), then push memory.
 
-
-async def ship_once_with_memory(settings: Settings, max_attempts: int) -> tuple[ShipSummary, bool | None]:
-    """``ship --once``: deliver, then push memory to Redis; whether all of it got there (None: no Redis)."""
+    The summary says whether every sealed turn reached Redis (``memory_flushed``; None: no Redis).
+    """
     shipper, release = build_shipper(settings, max_attempts=max_attempts)
     try:
-        summary = await shipper.run_once()
-        return summary, await flush_memory(settings, shipper.delivery.spool)
+        summary = await shipper.run_once(deadline)
+        summary.memory_flushed = await flush_memory(settings, shipper.delivery.spool)
+        return summary
     finally:
         await release()
 
 
 async def run_daemon(settings: Settings, server: Any) -> int:
-    """Run the LiveKit worker and the shipper until signalled; drain both; return 0."""
+    """Run the LiveKit worker and the shipper until signalled; drain both; return 0.
+
+    "Ready" (the ``daemon_ready`` line, /readyz, the systemd status) waits for the worker's
+    registration with LiveKit: before it, no device session can reach this box. With no
+    ``manager_api.url`` nothing is delivered and no shipper loop runs.
+    """
     signals = StopSignals()
-    async with _operated_shipper(settings, signals) as (shipper, ops):
-        worker = asyncio.create_task(server.run(), name="voicelog-livekit-worker")
-        shipping = asyncio.create_task(shipper.run(signals.stop), name="voicelog-shipper")
-        ops.watch("livekit_worker", worker)
+    delivering = bool(settings.manager_api.url)
+    doing = "capturing and delivering" if delivering else "capturing; delivery off (no manager_api.url)"
+    link = LiveKitLink(os.environ.get("LIVEKIT_URL", ""), stopping=signals.stop.is_set)
+    async with _operated_shipper(settings, signals, link) as (shipper, ops):
+        link.on_change = lambda state: ops.livekit_changed(state, doing)
+        link.attach(server)
+        try:
+            return await _serve_sessions(settings, server, shipper, ops, signals, delivering, link)
+        finally:
+            link.detach()
+
+
+async def _serve_sessions(settings: Settings, server: Any, shipper: Shipper, ops: Operations,
+                          signals: StopSignals, delivering: bool, link: LiveKitLink) -> int:
+    worker = asyncio.create_task(server.run(), name="voicelog-livekit-worker")
+    shipping = asyncio.create_task(shipper.run(signals.stop), name="voicelog-shipper") if delivering else None
+    ops.watch("livekit_worker", worker)
+    if shipping is not None:
         ops.watch("shipper", shipping)
-        ops.ready("capturing and delivering")
-        await first_of(worker, signals.stop)
-        if worker.done() and not signals.stop.is_set():
-            log.error("livekit_worker_exited", error=repr(worker.exception()))
-            signals.stop.set()
+    waiting = f"waiting for LiveKit registration at {link.state.url}"
+    ops.serving(f"delivering; {waiting}" if delivering else waiting)
+    log.info("daemon_started_waiting_for_livekit", url=link.state.url,
+             delivery="on" if delivering else "off (no manager_api.url)")
+    await first_of(worker, signals.stop)
+    if worker.done() and not signals.stop.is_set():
+        log.error("livekit_worker_exited", url=link.state.url, error=repr(worker.exception()))
+        signals.stop.set()
+        if shipping is not None:
             await until_done_or_hurried(shipping, signals)  # still flush what was captured
-            return 1
-        with contextlib.suppress(TimeoutError):
-            await race(server.drain(settings.shipper.drain_timeout or None), signals.hurry)
-        await server.aclose()
+        return 1
+    with contextlib.suppress(TimeoutError):
+        await race(server.drain(settings.shipper.drain_timeout or None), signals.hurry)
+    await server.aclose()
+    if shipping is not None:
         await until_done_or_hurried(shipping, signals)
-        return 0
+    return 0
 
 
 def _version() -> str:

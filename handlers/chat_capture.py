@@ -168,18 +168,27 @@ class ChatCapture:
     def on_close(self, event: Any) -> None:
         """Finish the session in the spool when the AgentSession closes."""
         reason = getattr(getattr(event, "reason", None), "value", None) or "closed"
-        asyncio.ensure_future(self.close(reason))
+        self._begin_close(reason, 2.0)
 
     async def close(self, reason: str = "session_end", reply_timeout: float = 2.0) -> None:
         """Wait briefly for replies still playing, seal every open turn, end the session (once)."""
+        await asyncio.shield(self._begin_close(reason, reply_timeout))
+
+    def _begin_close(self, reason: str, reply_timeout: float) -> asyncio.Task[None]:
+        # The closing task is held here, so it is never garbage while it runs.
         if self._closing is None:
-            self._closing = asyncio.ensure_future(self._close(reason, reply_timeout))
-        await asyncio.shield(self._closing)
+            self._closing = asyncio.create_task(self._close(reason, reply_timeout),
+                                                name=f"voicelog-close-{self.service.session_id}")
+        return self._closing
 
     async def _close(self, reason: str, reply_timeout: float) -> None:
         if self._replies_in_flight:
-            waits = [asyncio.ensure_future(_playout_done(h)) for h in self._replies_in_flight]
-            await asyncio.wait(waits, timeout=reply_timeout)
+            waits = [asyncio.create_task(_playout_done(h)) for h in self._replies_in_flight]
+            _, late = await asyncio.wait(waits, timeout=reply_timeout)
+            for wait in late:  # replies still playing after the grace: stop waiting for them
+                wait.cancel()
+            if late:
+                await asyncio.wait(late)
         for pending in self._open_user_turns:
             self.service.update_turn(pending.turn, pending.text, seal=True)
         self._open_user_turns.clear()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import structlog
@@ -25,12 +24,13 @@ class OptedOutCapture:
         self.user_turns = 0
         self.replies = 0
         self.errors = 0
+        self._reported = False
 
     def attach(self, session: Any) -> OptedOutCapture:
         """Register counting handlers on the AgentSession."""
         session.on("user_input_transcribed", self._on_transcript)
         session.on("speech_created", self._on_speech)
-        session.on("close", lambda _event: asyncio.ensure_future(self.close()))
+        session.on("close", lambda _event: self._report("session_end"))
         return self
 
     def _on_transcript(self, event: Any) -> None:
@@ -41,5 +41,12 @@ class OptedOutCapture:
 
     async def close(self, reason: str = "session_end") -> None:
         """Report the counts (never content) when the session ends."""
+        self._report(reason)
+
+    def _report(self, reason: str) -> None:
+        # Synchronous, so the close event starts no task; reported once however often called.
+        if self._reported:
+            return
+        self._reported = True
         log.info("opted_out_session_not_stored", session_id=self.session_id,
                  final_segments=self.user_turns, replies=self.replies, reason=reason)

@@ -75,7 +75,13 @@ class SimulationSummary:
     skipped_empty: int = 0
     lost: int = 0
     capture_errors: int = 0
-    delivery: dict[str, int] = field(default_factory=dict)
+    delivering: bool = False
+    delivery: dict[str, int] = field(default_factory=dict)  # this run's turns by status after the drain
+    delivered_rows: int = 0  # rows this run's delivered turns became (a long turn is several)
+    backlog_delivered: int = 0  # older turns, captured before this run, delivered meanwhile
+    backlog_rows: int = 0
+    delivery_stopped: str = ""  # why delivery stopped early (a StopReason), e.g. "secret_refused"
+    delivery_stopped_because: str = ""
     seconds: float = 0.0
     spool: str = ""
     backup_dir: str = ""
@@ -147,6 +153,7 @@ async def simulate(settings: Settings, devices: Sequence[SimulatedDevice], *,
     run = _Run(settings, spool, time_scale, summary, reader=open_memory_reader(settings, spool),
                writer=open_memory_writer(settings, spool))
     shipping = _start_shipper(settings) if deliver and settings.manager_api.url else None
+    summary.delivering = shipping is not None
     run.wake = shipping[0].wake if shipping else None
     writing = _start_writer(run.writer)
     try:
@@ -157,7 +164,7 @@ async def simulate(settings: Settings, devices: Sequence[SimulatedDevice], *,
         if writing:
             summary.memory_flushed = await _finish_writer(run.writer, *writing)
         if shipping:
-            summary.delivery = await _finish_shipping(shipping, spool, summary.session_ids)
+            await _finish_shipping(shipping, spool, summary)
     finally:
         if run.reader is not None:
             await run.reader.aclose()
@@ -256,14 +263,24 @@ def _start_shipper(settings: Settings) -> tuple[Any, asyncio.Event, asyncio.Task
 
 
 async def _finish_shipping(shipping: tuple[Any, asyncio.Event, asyncio.Task[Any], Any],
-                           spool: Spool, session_ids: list[str]) -> dict[str, int]:
+                           spool: Spool, summary: SimulationSummary) -> None:
+    """Drain the shipper, then count this run's turns apart from older backlog it also sent."""
     shipper, stop, task, release = shipping
     stop.set()
     await task
     await release()
     totals: dict[str, int] = {}
-    for session_id in session_ids:
+    for session_id in summary.session_ids:
         for status, count in spool.status_counts(session_id).items():
             totals[status] = totals.get(status, 0) + count
-    return totals
-
+    summary.delivery = totals
+    ours = set(summary.session_ids)
+    for session_id, (turns, rows) in shipper.summary.by_session.items():
+        if session_id in ours:
+            summary.delivered_rows += rows
+        else:
+            summary.backlog_delivered += turns
+            summary.backlog_rows += rows
+    if shipper.summary.stopped is not None:
+        summary.delivery_stopped = str(shipper.summary.stopped)
+        summary.delivery_stopped_because = shipper.summary.stopped_because

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import signal
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from voicelog.cli.commands import arguments
 from voicelog.cli.views.backups import (
+    data_location,
     export_views,
     open_catalog,
     print_json,
@@ -26,7 +26,7 @@ from voicelog.cli.views.backups import (
 )
 from voicelog.services.backup import BackupError, BackupWriter
 from voicelog.services.config import Durability, LogLevel, Settings
-from voicelog.services.domain import UNKNOWN_MAC, TurnStatus, normalise_mac, wall_ms
+from voicelog.services.domain import wall_ms
 from voicelog.services.ops import configure_logging
 from voicelog.services.spool import Spool
 from voicelog.services.support import rewrite_from_spool, verify
@@ -52,15 +52,15 @@ REPLAY_EPILOG = """examples:
 exit: 0 every selected turn delivered, 1 some are not (see the summary), 2 nothing could start.
 Safe to interrupt (Ctrl-C finishes the turn in flight) and to run again: delivered turns are skipped.
 While the daemon runs it does the sending; replay requeues, asks it to flush and follows."""
-_AGE = re.compile(r"^(\d+)([mhd])$")
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    """Add the ``backups`` command group."""
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add the ``backups`` command group; ``common`` holds the options every command takes."""
     group = commands.add_parser("backups", help="list, show, verify, replay, export and prune local backups",
-                                description=__doc__, epilog=GROUP_EPILOG,
+                                description=__doc__, epilog=GROUP_EPILOG, parents=[common],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = group.add_subparsers(dest="backups_command", metavar="SUBCOMMAND", required=True)
+    sub.common = common  # each subcommand takes --config and --env-file too
     _add_list(sub)
     _add_show(sub)
     _add_verify(sub)
@@ -72,16 +72,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _parser(sub: argparse._SubParsersAction, name: str, help_text: str, handler, epilog: str = ""):
     parser = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            parents=[sub.common], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(handler=handler, quiet_logs=True)
     return parser
 
 
 def _add_filters(parser: argparse.ArgumentParser, statuses: tuple[str, ...]) -> None:
-    parser.add_argument("--mac", type=_mac, help="only this device's sessions ('unknown': captured without one)")
-    parser.add_argument("--since", type=_when, help="sessions started at or after (date, datetime or age)")
-    parser.add_argument("--until", type=_when_end, help="sessions started before (a date includes that day)")
-    parser.add_argument("--status", type=_status, action="append", metavar="|".join(statuses),
+    parser.add_argument("--mac", type=arguments.mac, help="only this device's sessions ('unknown': captured without one)")
+    parser.add_argument("--since", type=arguments.when, help="sessions started at or after (date, datetime or age)")
+    parser.add_argument("--until", type=arguments.when_end, help="sessions started before (a date includes that day)")
+    parser.add_argument("--status", type=arguments.status, action="append", metavar="|".join(statuses),
                         help="only sessions with turns in this status (repeatable)")
 
 
@@ -107,6 +107,9 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
                      "anything is wrong)", cmd_verify)
     parser.add_argument("--fix", action="store_true", help="rewrite the broken or missing backups of spool "
                         "sessions from the spool (the spool is the truth), then check again")
+    parser.add_argument("--ack", action="store_true", help="after reporting them, acknowledge the repairs "
+                        "found (damaged files quarantined and rebuilt), so later runs pass; this run "
+                        "still exits 1")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -116,11 +119,11 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("files", nargs="*", type=Path, metavar="FILE",
                         help="backup files, e.g. copied from another box (imported into this spool)")
     parser.add_argument("--session", action="append", default=[], help="a session id (repeatable)")
-    parser.add_argument("--mac", type=_mac, help="this device's sessions; also the MAC given to named sessions "
+    parser.add_argument("--mac", type=arguments.mac, help="this device's sessions; also the MAC given to named sessions "
                         "captured without one")
-    parser.add_argument("--since", type=_when, help="sessions started at or after")
-    parser.add_argument("--until", type=_when_end, help="sessions started before")
-    parser.add_argument("--status", type=_status, action="append", metavar="dead-letter|parked|pending",
+    parser.add_argument("--since", type=arguments.when, help="sessions started at or after")
+    parser.add_argument("--until", type=arguments.when_end, help="sessions started before")
+    parser.add_argument("--status", type=arguments.status, action="append", metavar="dead-letter|parked|pending",
                         help="only turns in this status (default: every undelivered one)")
     parser.add_argument("--force", action="store_true",
                         help="also re-send delivered turns, with their original report time and key")
@@ -147,7 +150,7 @@ def _add_purge(sub: argparse._SubParsersAction) -> None:
                      "backups, dead-letter, quarantine) and its conversation memory (Redis too)", cmd_purge,
                      "examples:\n  voicelog backups purge --mac 68:25:dd:ba:39:78 --dry-run\n"
                      "  voicelog backups purge --session 3f2c9a1e-..._6825ddba3978")
-    parser.add_argument("--mac", type=_mac, help="the device whose chats are erased")
+    parser.add_argument("--mac", type=arguments.mac, help="the device whose chats are erased")
     parser.add_argument("--session", help="one session to erase")
     parser.add_argument("--dry-run", action="store_true", help="list what would be erased; erase nothing")
 
@@ -180,74 +183,25 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--dry-run", action="store_true", help="show what would be removed; remove nothing")
 
 
-# --- argument types ----------------------------------------------------------------------------
-
-def _mac(text: str) -> str:
-    if text.strip().lower() == UNKNOWN_MAC:
-        return UNKNOWN_MAC
-    mac = normalise_mac(text)
-    if mac is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a MAC address (e.g. 68:25:dd:ba:39:78)")
-    return mac
-
-
-def parse_when(text: str, *, end: bool = False) -> int:
-    """Epoch ms from an ISO date or datetime (UTC unless an offset is given) or an age (``2d``).
-
-    With ``end``, a bare date means the end of that day, so ``--until 2026-05-01`` includes it.
-    """
-    text = text.strip()
-    age = _AGE.match(text)
-    if age:
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[age.group(2)]
-        return int((datetime.now(UTC) - timedelta(**{unit: int(age.group(1))})).timestamp() * 1000)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a date (2026-05-01), a datetime (2026-05-01T10:30, UTC "
-                         "unless an offset is given) or an age (30m, 6h, 2d)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if end and len(text) == 10:
-        moment += timedelta(days=1)
-    return int(moment.timestamp() * 1000)
-
-
-def _when(text: str) -> int:
-    try:
-        return parse_when(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _when_end(text: str) -> int:
-    try:
-        return parse_when(text, end=True)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _status(text: str) -> TurnStatus:
-    try:
-        return TurnStatus(text.strip().lower().replace("-", "_"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a status (delivered, pending, parked, "
-                                         "dead-letter, open, skipped)") from None
-
-
 # --- handlers ----------------------------------------------------------------------------------
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    """Print the sessions that pass the filters."""
-    from voicelog.cli.views.sessions import list_table
+    """Print the sessions that pass the filters: a table on a terminal, whole lines in a pipe."""
+    from voicelog.cli.views.session_list import list_title, plain_lines, terminal_table
     from voicelog.services.support import summary_json
 
     with open_catalog(settings) as catalog:
         views = catalog.summaries(session_filter(args))
+        title = list_title(views, data_location(settings, catalog))
         if args.json:
             print_json([summary_json(v) for v in views])
+            print(title, file=sys.stderr)
+        elif (console := Console()).is_terminal:
+            known = catalog.spool_session_ids() | {v.session.session_id for v in views}
+            console.print(terminal_table(views, console.width, known, title))
         else:
-            Console().print(list_table(views))
+            print("\n".join(plain_lines(views)))
+            print(title, file=sys.stderr)  # stdout stays one line per session, for scripts
         warn_unreadable(catalog)
     return 0
 
@@ -272,11 +226,12 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    """Check backups against the schema and the spool; 1 if anything is wrong."""
+    """Check backups against the schema and the spool, and report repairs; 1 if anything was wrong."""
     from voicelog.cli.views.sessions import verify_lines
-    from voicelog.services.support import verify_json
+    from voicelog.services.support import acknowledge, verify_json
 
     with open_catalog(settings) as catalog:
+        where = data_location(settings, catalog)
         report = verify(catalog)
         if args.fix and catalog.spool is not None:
             history = settings.chat_history
@@ -288,7 +243,11 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print_json(verify_json(report))
     else:
-        verify_lines(Console(), report)
+        verify_lines(Console(), report, where)
+    if args.ack and report.repairs:
+        count = acknowledge(report.repairs)
+        print(f"acknowledged {count} repair(s): later runs of verify no longer fail on them",
+              file=sys.stderr if args.json else sys.stdout)
     return 1 if report.errors else 0
 
 

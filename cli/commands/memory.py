@@ -21,17 +21,17 @@ exit: 0 done (show: read, also from the spool when Redis failed; forget: done in
 SHOW_BUDGET_MS = 2000  # a person may wait longer than a session start; still bounded
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add the ``memory`` command group."""
-    group = commands.add_parser("memory", help="show or forget a device's conversation memory", epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = commands.add_parser("memory", parents=[common], help="show or forget a device's conversation memory",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = group.add_subparsers(dest="memory_command", metavar="ACTION", required=True)
-    show = sub.add_parser("show", help="print what the device's next session would be started with",
+    show = sub.add_parser("show", parents=[common], help="print what the device's next session would be started with",
                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("--mac", type=_device_mac, required=True, help="the device (any common MAC notation)")
     show.add_argument("--json", action="store_true", help="print a JSON object (turns oldest first)")
     show.set_defaults(handler=cmd_show, quiet_logs=True)
-    forget = sub.add_parser("forget", help="erase the device's memory from both stores (the turns stay for "
+    forget = sub.add_parser("forget", parents=[common], help="erase the device's memory from both stores (the turns stay for "
                             "delivery and backups)", epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     forget.add_argument("--mac", type=_device_mac, required=True, help="the device (any common MAC notation)")

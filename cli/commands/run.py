@@ -6,25 +6,58 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 
 from voicelog.services.config import Settings
 
+SHIP_EPILOG = """exit codes of --once:
+  0  everything is delivered (nothing undelivered is left in the spool)
+  1  only parked or dead-letter turns (or turns still being captured) are left: parked and
+     dead-letter ones need a person (bind the device, fix the cause); or a damaged spool set
+     aside waits for free disk space to be merged back
+  2  configuration error
+  3  another shipper (the daemon) owns the spool: it delivers
+  4  the Manager refuses our secret (MANAGER_API_SECRET)
+  5  pending turns are left because the Manager gave no answer or did not take them in time
+     (down, too slow or failing), or its endpoint does not answer as the Manager (a redirect,
+     404/405: check manager_api.url); they stay pending for the next run or the daemon
+  130 interrupted
+Without --once, ship runs until SIGTERM/SIGINT and exits 0 (3 if another shipper runs)."""
+START_DESCRIPTION = """Run the daemon: the LiveKit worker (one job process per device session, each capturing
+every turn into the spool) and the shipper (delivery to the Manager), with /healthz, /readyz
+and /metrics on http.listen. Needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET. /readyz
+is ready only once the worker is registered with LiveKit. SIGTERM drains and exits 0."""
+SHIP_DESCRIPTION = """Run only the shipper: deliver what the spool holds to the Manager (manager_api.url),
+as the daemon does, for a box where capture runs elsewhere or to catch up a backlog. --once
+delivers what is deliverable now and exits, within --deadline seconds whatever the Manager's
+state."""
+EXIT_UNDELIVERED, EXIT_LOCKED, EXIT_SECRET_REFUSED, EXIT_MANAGER_SILENT = 1, 3, 4, 5
+DEFAULT_DEADLINE = 60.0
 
-def register(commands: argparse._SubParsersAction) -> None:
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add start, ship and simulate to the command line."""
-    start = commands.add_parser("start", help="run the LiveKit worker and the shipper (the daemon)")
+    start = commands.add_parser("start", help="run the LiveKit worker and the shipper (the daemon)",
+                                description=START_DESCRIPTION, parents=[common],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     start.set_defaults(handler=cmd_start)
 
-    ship = commands.add_parser("ship", help="run only the shipper (delivery to the Manager)")
+    ship = commands.add_parser("ship", help="run only the shipper (delivery to the Manager)",
+                               description=SHIP_DESCRIPTION, epilog=SHIP_EPILOG, parents=[common],
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     ship.add_argument("--once", action="store_true",
-                      help="deliver everything deliverable now and exit (0 = all delivered)")
+                      help="deliver everything deliverable now and exit (exit codes below)")
     ship.add_argument("--max-attempts", type=int, default=5,
                       help="with --once: tries per turn on retryable failures (default 5)")
+    ship.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE, metavar="SECONDS",
+                      help=f"with --once: stop trying after this long (default {DEFAULT_DEADLINE:g}); "
+                           "a request in flight may add up to manager_api.timeout")
     ship.set_defaults(handler=cmd_ship)
 
     sim = commands.add_parser(
         "simulate", help="run simulated toy sessions through real AgentSessions and capture them",
+        parents=[common],
         description="Drive N simulated device sessions through real livekit AgentSessions with "
                     "scripted STT/LLM/TTS (no LiveKit server), into the spool and backups; "
                     "delivers to the Manager when manager_api.url is set.")
@@ -61,9 +94,9 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
 
     check_livekit_env()
     _load_agent_or_fail(settings)
-    if args.config:
+    if settings.source != "<defaults>":
         # Job processes load config themselves; point them at the same file.
-        os.environ["VOICELOG_CONFIG"] = str(Path(args.config).resolve())
+        os.environ["VOICELOG_CONFIG"] = settings.source
     return asyncio.run(run_daemon(settings, build_server(settings)))
 
 
@@ -91,34 +124,40 @@ def _load_agent_or_fail(settings: Settings) -> None:
 
 
 def cmd_ship(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the shipper alone, forever or once."""
-    from voicelog.agent.daemon import run_shipper, ship_once_with_memory
+    """Run the shipper alone, forever or once (bounded by --deadline)."""
+    from voicelog.agent.daemon import run_shipper, ship_once
+    from voicelog.cli.views.runs import ship_once_lines
     from voicelog.services.domain import ShipperAlreadyRunning
 
     if not settings.manager_api.url:
         print("voicelog: manager_api.url is not set; nothing to ship to", file=sys.stderr)
         return 2
+    if args.once and args.deadline <= 0:
+        print("voicelog: --deadline must be more than 0 seconds", file=sys.stderr)
+        return 2
+    started = time.monotonic()
     try:
         if not args.once:
             asyncio.run(run_shipper(settings))
             return 0
-        summary, memory = asyncio.run(ship_once_with_memory(settings, max(1, args.max_attempts)))
+        summary = asyncio.run(ship_once(settings, max(1, args.max_attempts), args.deadline))
     except ShipperAlreadyRunning as exc:
         print(f"voicelog: {exc}", file=sys.stderr)
-        return 3
-    if summary.repaired:
-        print(f"repaired: {sum(summary.repaired.values())} turn(s) of {len(summary.repaired)} session(s) "
-              "had no session row (left by an older voicelog); gave them one, MAC from the room name")
-    print(f"delivered {summary.delivered}, parked {summary.parked}, dead-lettered "
-          f"{summary.dead_lettered}, still pending {summary.held}; spool now: "
-          f"{summary.remaining or 'nothing undelivered'}")
-    if memory is not None:
-        print("memory: every sealed turn is in Redis" if memory else
-              "memory: Redis unreachable, turns wait in the spool for the next push")
-    if summary.repairs_waiting:
-        print(f"{summary.repairs_waiting} damaged spool(s) set aside in quarantine wait for free disk space "
-              "to be merged back (see the log: spool_repair_deferred); their turns are delivered after")
-    return 0 if not summary.remaining and not summary.repairs_waiting else 1
+        return EXIT_LOCKED
+    print("\n".join(ship_once_lines(summary, settings, time.monotonic() - started)))
+    code = ship_once_exit_code(summary)
+    return 1 if code == 0 and summary.repairs_waiting else code
+
+
+def ship_once_exit_code(summary) -> int:
+    """The exit code of ``ship --once`` (see SHIP_EPILOG): the cause a person must act on first."""
+    from voicelog.services.shipping import StopReason
+
+    if summary.stopped is StopReason.SECRET_REFUSED:
+        return EXIT_SECRET_REFUSED
+    if summary.remaining.get("pending"):
+        return EXIT_MANAGER_SILENT
+    return EXIT_UNDELIVERED if summary.remaining else 0
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -129,6 +168,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         generated_devices,
         simulate,
     )
+    from voicelog.cli.views.runs import simulate_lines
 
     if args.sessions < 1 or args.turns < 1:
         print("voicelog: --sessions and --turns must be at least 1", file=sys.stderr)
@@ -141,36 +181,6 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     scale = 1.0 if args.realtime else (args.time_scale or FAST_TIME_SCALE)
     summary = asyncio.run(simulate(settings, devices, time_scale=scale, deliver=not args.no_deliver))
-    print(summary.to_json() if args.json else _describe(summary))
+    print(summary.to_json() if args.json else "\n".join(simulate_lines(summary, settings)))
     return 0 if summary.sessions_failed == 0 and summary.lost == 0 else 1
 
-
-def _memory_line(summary) -> str:
-    started = [p for p in summary.per_session if p.get("memory")]
-    if not started:
-        return "memory: off (memory.enabled: false), or no session had a valid MAC"
-    remembered = sum(1 for p in started if p["preloaded_turns"])
-    line = (f"memory: {summary.preloaded_turns} turns preloaded into {remembered} of "
-            f"{len(summary.per_session)} sessions")
-    fell_back = sum(1 for p in started if p["memory"]["fell_back"])
-    if fell_back:
-        line += f"; {fell_back} read from the spool because Redis failed"
-    if summary.memory_flushed is False:
-        line += "; NOT everything reached Redis (the daemon pushes the rest when Redis is back)"
-    return line
-
-
-def _describe(summary) -> str:
-    lines = [
-        f"simulated {summary.sessions} sessions in {summary.seconds:.1f} s "
-        f"({summary.sessions_failed} failed)",
-        f"captured {summary.user_turns} user turns and {summary.agent_turns} agent replies "
-        f"({summary.interrupted} interrupted), skipped {summary.skipped_empty} empty, lost {summary.lost}",
-        f"spool: {summary.spool}   backups: {summary.backup_dir}/",
-        _memory_line(summary),
-    ]
-    if summary.delivery:
-        lines.append("delivery: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.delivery.items())))
-    else:
-        lines.append("delivery: no Manager configured (set manager_api.url); turns wait in the spool")
-    return "\n".join(lines)

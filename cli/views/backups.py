@@ -83,6 +83,13 @@ def open_catalog(settings: Settings) -> Iterator[Catalog]:
             spool.close()
 
 
+def data_location(settings: Settings, catalog: Catalog) -> str:
+    """Where a command read: the spool (or that there is none) and the backup folder."""
+    spool = settings.chat_history.spool_file
+    spool_text = f"spool {spool}" if catalog.spool is not None else f"no spool (none at {spool})"
+    return f"{spool_text} and backups {catalog.backup_dir}/ (config: {settings.source})"
+
+
 def print_json(value: Any) -> None:
     """Machine-readable output on stdout, text as written (not ``\\u`` escapes)."""
     print(json.dumps(value, ensure_ascii=False, indent=1))

@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.text import Text
 
 from voicelog.cli.views.sessions import speaker, status_label
+from voicelog.cli.views.words import plural
 from voicelog.services.domain import TurnStatus
 from voicelog.services.support import ReplaySummary, TurnResult, status_counts
 
@@ -138,7 +139,9 @@ def replay_verdict(console: Console, summary: ReplaySummary) -> None:
     failed = summary.count(TurnStatus.DEAD_LETTER, TurnStatus.PARKED)
     waiting = summary.total - delivered - failed
     colour = "green" if summary.ok else "red"
-    console.print(f"[{colour}]delivered {delivered} of {summary.total}[/], dead-letter "
+    rows = f" (as {plural(summary.rows, 'row')}: long turns are split)" \
+        if summary.rows and summary.rows != delivered else ""
+    console.print(f"[{colour}]delivered {delivered} of {plural(summary.total, 'turn')}[/]{rows}, dead-letter "
                   f"{summary.count(TurnStatus.DEAD_LETTER)}, parked {summary.count(TurnStatus.PARKED)}, "
                   f"not yet sent {waiting} in {summary.seconds:.1f}s", highlight=False)
     if summary.stopped:

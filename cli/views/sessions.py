@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from voicelog.cli.views.words import plural
 from voicelog.services.domain import ChatType, Turn, TurnStatus
 from voicelog.services.privacy import PruneReport, PurgeReport
 from voicelog.services.support import SessionView, VerifyReport
@@ -45,29 +46,6 @@ def speaker(turn: Turn) -> str:
 
 
 # --- for people --------------------------------------------------------------------------------
-
-def list_table(views: list[SessionView]) -> Table:
-    """``backups list``: one row per session with its turn counts by status."""
-    notes = [note for source, note in (("backup", "* only in a backup file, not in this box's spool"),
-                                       ("orphan", "! turns with no session row (left by an older voicelog): "
-                                                  "`voicelog ship --once` or the next start repairs them"))
-             if any(v.source == source for v in views)]
-    table = Table(title=f"{len(views)} session(s), times in UTC", title_justify="left", box=None,
-                  header_style="bold underline", pad_edge=False,
-                  caption="\n".join(notes) or None, caption_justify="left")
-    table.add_column("session", overflow="fold")
-    for name in ("MAC", "started", "ended"):
-        table.add_column(name, no_wrap=True)
-    for name in COUNTED:
-        table.add_column(status_label(name), justify="right", style=STYLE[name], no_wrap=True)
-    for view in views:
-        s = view.session
-        mac = Text(s.mac, style="" if s.mac_valid else "bold red")
-        table.add_row(Text(s.session_id + {"spool": "", "backup": " *", "orphan": " !"}[view.source]), mac,
-                      when(s.started_ms)[:16], _ended(s.started_ms, s.ended_ms),
-                      *[str(view.counts.get(name, 0)) for name in COUNTED])
-    return table
-
 
 def _ended(started_ms: int, ended_ms: int | None) -> str:
     return "live" if ended_ms is None else _ended_at(started_ms, ended_ms)[:-4]
@@ -141,17 +119,22 @@ def conversation_table(turns: Iterable[Turn], *, verbose: bool = False) -> Table
     return table
 
 
-def verify_lines(console: Console, report: VerifyReport) -> None:
-    """``backups verify``: each finding on one line, errors first, then a verdict."""
+def verify_lines(console: Console, report: VerifyReport, where: str) -> None:
+    """``backups verify``: each finding on one line, errors first, then a verdict and where."""
     for finding in sorted(report.findings, key=lambda f: (f.severity != "error", f.where)):
         colour = "red" if finding.severity == "error" else "yellow"
-        where = f"session {finding.session_id}" if finding.where == "spool" else finding.where
-        console.print(f"[{colour}]{finding.severity.upper()}[/] {escape(where)}: {escape(finding.what)}",
+        place = f"session {finding.session_id}" if finding.where == "spool" else finding.where
+        console.print(f"[{colour}]{finding.severity.upper()}[/] {escape(place)}: {escape(finding.what)}",
                       highlight=False, soft_wrap=True)
     errors, warnings = len(report.errors), len(report.findings) - len(report.errors)
-    verdict = "[green]OK[/]" if not errors else f"[red]{errors} problem(s)[/]"
-    console.print(f"checked {report.files} backup file(s) and {report.sessions} session(s): "
-                  f"{verdict}, {warnings} warning(s)")
+    repaired = f" (of which {plural(len(report.repairs), 'repair')} of damage found)" if report.repairs else ""
+    verdict = "[green]OK[/]" if not errors else f"[red]{plural(errors, 'problem')}{repaired}[/]"
+    console.print(f"checked {plural(report.files, 'backup file')} and {plural(report.sessions, 'session')}: "
+                  f"{verdict}, {plural(warnings, 'warning')}", highlight=False, soft_wrap=True)
+    if report.acknowledged_repairs:
+        console.print(f"{plural(report.acknowledged_repairs, 'earlier repair')} acknowledged "
+                      "(under quarantine/, kept until retention removes them)", highlight=False, soft_wrap=True)
+    console.print(f"read from {escape(where)}", highlight=False, soft_wrap=True)
 
 
 def prune_lines(console: Console, report: PruneReport) -> None:
@@ -171,9 +154,9 @@ def prune_lines(console: Console, report: PruneReport) -> None:
     for path in report.temp_files_removed:
         console.print(f"removed {path} (a temporary file a killed writer left)", highlight=False,
                       markup=False, soft_wrap=True)
-    console.print(f"{verb} {len(report.removed)} session(s), {report.turns_removed} turn(s) "
+    console.print(f"{verb} {plural(len(report.removed), 'session')}, {plural(report.turns_removed, 'turn')} "
                   f"ended before {when(report.cutoff_ms)}; kept {len(report.kept_undelivered)} "
-                  "with undelivered turns")
+                  "with undelivered turns", highlight=False)
 
 
 def purge_lines(report: PurgeReport, *, dry_run: bool) -> None:

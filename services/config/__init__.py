@@ -4,7 +4,8 @@ from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_choices": ("ApiMode", "Durability", "LogFormat", "LogLevel", "MemoryBackend", "ReportTimeUnit"),
-    "_types": ("ConfigError", "Secret"),
+    "_types": ("ConfigError", "SECRET_MIN_CHARS", "Secret"),
+    "_envfile": ("read_environment_file", "parse_environment"),
     "_model": ("AgentSettings", "ChatHistorySettings", "HttpSettings", "LoggingSettings",
                "ManagerApiSettings", "MemorySettings", "MqttSettings", "PluginModel", "Settings",
                "ShipperSettings"),

@@ -5,6 +5,10 @@ Environment scheme: ``VOICELOG__<SECTION>__<KEY>`` (e.g. ``VOICELOG__MANAGER_API
 values read as YAML scalars (secrets, URLs and user names as written); plus the
 xiaozhi-compatible ``MANAGER_API_URL`` and ``MANAGER_API_SECRET``. Every problem is reported at
 once, one line each, naming the key or the variable and what is allowed.
+
+A relative path (``backup_dir``, ``spool_path``, key and CA files) is resolved against the folder
+of the config file, or the current folder when there is none, so the settings hold absolute
+paths and a command finds the same data wherever it is run from.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pydantic import ValidationError
 
 from voicelog.services.config._model import SECTIONS, Settings
 from voicelog.services.config._problems import problem_lines, suggest
-from voicelog.services.config._types import ConfigError, is_verbatim
+from voicelog.services.config._types import ConfigError, is_file_path, is_verbatim
 
 ENV_PREFIX = "VOICELOG__"
 CONFIG_ENV = "VOICELOG_CONFIG"
@@ -36,9 +40,12 @@ def load_settings(path: str | os.PathLike[str] | None = None,
     problems: list[str] = []
     raw = _canonical_sections(_read_yaml(Path(chosen)) if chosen else {}, problems)
     origins = _apply_environment(raw, environ, problems)
+    base = Path(chosen).resolve().parent if chosen else Path.cwd()
+    _resolve_paths(raw, base)
     settings = None
     try:
-        settings = Settings.model_validate({**raw, "source": str(chosen) if chosen else "<defaults>"})
+        source = str(Path(chosen).resolve()) if chosen else "<defaults>"
+        settings = Settings.model_validate({**raw, "source": source})
     except ValidationError as error:
         problems.extend(problem_lines(error, origins))
     # Raised outside the except block: pydantic's own error, which shows inputs, is never chained.
@@ -108,3 +115,16 @@ def _env_scalar(section: str, key: str, value: str) -> Any:
         return yaml.safe_load(value)
     except yaml.YAMLError:
         return value
+
+
+def _resolve_paths(raw: dict[str, dict[str, Any]], base: Path) -> None:
+    """Make every relative path setting (given or default) absolute, relative to ``base``."""
+    for section, model in SECTIONS.items():
+        for key, field in model.model_fields.items():
+            if not is_file_path(field.metadata):
+                continue
+            value = raw.get(section, {}).get(key, field.get_default(call_default_factory=True))
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                raw.setdefault(section, {})[key] = str(base / value)
+            elif isinstance(value, str) and value.startswith("~"):
+                raw.setdefault(section, {})[key] = str(Path(value).expanduser())

@@ -24,15 +24,19 @@ from voicelog.services.config._choices import (
     ReportTimeUnit,
 )
 from voicelog.services.config._types import (
+    SECRET_MIN_CHARS,
+    FilePath,
     Flag,
     Listen,
     MacList,
     Number,
     Secret,
+    StrongSecret,
     Text,
     Url,
     VerbatimText,
     Whole,
+    short_secret,
 )
 
 
@@ -48,9 +52,10 @@ class ManagerApiSettings(_Frozen):
     url: Url = Field("", description=(
         "Base URL of the Manager API including its context path, e.g. http://10.0.0.5:8002/xiaozhi\n"
         "(upstream) or http://10.0.0.5:8002/toy (toy fork). Empty: capture only, deliver nothing."))
-    secret: Secret = Field(Secret(""), description=(
+    secret: StrongSecret = Field(Secret(""), description=(
         'Server secret sent as "Authorization: Bearer <secret>". Prefer MANAGER_API_SECRET in the\n'
-        "environment (systemd EnvironmentFile) to keeping it here. Never printed or logged."))
+        "environment (systemd EnvironmentFile) to keeping it here. Never printed or logged.\n"
+        f"At least {SECRET_MIN_CHARS} characters (a shorter one is refused at start)."))
     timeout: Number = Field(5.0, gt=0, description="Seconds one request may take before it is retried.")
     api_mode: ApiMode = Field(ApiMode.REPORT, description=(
         "report: POST /agent/chat-history/report, one message per request (upstream).\n"
@@ -81,9 +86,10 @@ class ChatHistorySettings(_Frozen):
         "A session's waiting turns are sent when this many are pending ..."))
     send_interval: Number = Field(30.0, gt=0, description=(
         "... or when the oldest has waited this many seconds, or when the session ends."))
-    backup_dir: Text = Field("backups", description=(
-        "Per-session JSON backups: <backup_dir>/<YYYY-MM-DD>/<session id>.json"))
-    spool_path: Text = Field("", description=(
+    backup_dir: FilePath = Field("backups", description=(
+        "Per-session JSON backups: <backup_dir>/<YYYY-MM-DD>/<session id>.json. Every relative path in\n"
+        "this file is relative to the folder of this file (with no config file: the current folder)."))
+    spool_path: FilePath = Field("", description=(
         "The spool (SQLite, shared by all job processes). Empty: <backup_dir>/spool.db"))
     durability: Durability = Field(Durability.PROCESS, description=(
         "process: a captured turn survives any process crash (SQLite synchronous=NORMAL).\n"
@@ -104,7 +110,7 @@ class ChatHistorySettings(_Frozen):
     encryption_keys_env: Text = Field("VOICELOG_CONTENT_KEYS", description=(
         "Keys: comma-separated Fernet keys, the first encrypts, all decrypt (rotation: put the new\n"
         "key first). Read from the environment variable named here, else from the file below."))
-    encryption_keys_file: Text = Field("", description=(
+    encryption_keys_file: FilePath = Field("", description=(
         "File holding the keys (comma- or line-separated) when that variable is unset or empty."))
 
     @property
@@ -225,14 +231,14 @@ class MqttSettings(_Frozen):
     password: Secret = Field(Secret(""), description=(
         "Broker password; prefer VOICELOG__MQTT__PASSWORD in the environment. Never printed or logged."))
     tls: Flag = Field(False, description="TLS to the broker.")
-    ca_file: Text = Field("", description=(
+    ca_file: FilePath = Field("", description=(
         "CA file the broker's certificate is checked against; empty = the system's trust store."))
     node_id: Text = Field("", description="This box's name in topics; empty = the host name.")
     topic_prefix: Text = Field("voicelog", description=(
         "Topics: <topic_prefix>/<node_id>/status (retained), .../cmd, .../cmd/result"))
-    command_key: Secret = Field(Secret(""), description=(
+    command_key: StrongSecret = Field(Secret(""), description=(
         "HMAC-SHA256 key that commands must be signed with; empty disables commands.\n"
-        "Prefer VOICELOG__MQTT__COMMAND_KEY in the environment."))
+        f"Prefer VOICELOG__MQTT__COMMAND_KEY in the environment. At least {SECRET_MIN_CHARS} characters."))
     command_max_age: Number = Field(60.0, gt=0, description=(
         "Seconds a signed command stays valid (older ones are refused as replays)."))
     status_interval: Number = Field(60.0, gt=0, description=(
@@ -305,6 +311,15 @@ class Settings(_Frozen):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     source: str = Field("<defaults>", description="The file these settings were read from, or <defaults>.")
+
+    def notices(self) -> list[str]:
+        """Settings that are allowed but worth a warning at start, one line each."""
+        found = []
+        if short_secret(self.mqtt.password):
+            # The broker's password is not ours to choose, so it is accepted, with this warning.
+            found.append(f"mqtt.password is shorter than {SECRET_MIN_CHARS} characters: logs mask it only "
+                         "where it stands as a whole word")
+        return found
 
 
 # The sections of config.yaml, in order: every field of Settings that is itself a settings value.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
-from pydantic import BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler, Strict
+from pydantic import AfterValidator, BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler, Strict
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
@@ -88,6 +88,37 @@ class _Verbatim:
 VERBATIM = _Verbatim()
 
 
+class _FilePath:
+    """Marks a key holding a file or folder path: a relative one is resolved when settings load."""
+
+    def __repr__(self) -> str:
+        return "FILE_PATH"
+
+
+FILE_PATH = _FilePath()
+# Shorter than this, a value is no secret (guessable) and cannot be told apart from ordinary
+# words when logs are masked: "S" would mask the S of every "SIGTERM".
+SECRET_MIN_CHARS = 8
+
+
+def is_file_path(metadata: list[Any]) -> bool:
+    """Whether a key (its metadata) holds a path that is resolved against the config file's folder."""
+    return any(item is FILE_PATH for item in metadata)
+
+
+def short_secret(secret: Secret) -> bool:
+    """Whether a set secret is too short to be one (an empty secret means "not set")."""
+    return bool(secret) and len(secret.reveal()) < SECRET_MIN_CHARS
+
+
+def _long_enough(secret: Secret) -> Secret:
+    # The refusal says how long a secret must be, never how long (or what) this one is.
+    if short_secret(secret):
+        raise ValueError(f"is shorter than {SECRET_MIN_CHARS} characters: too short to be a secret, "
+                         "and too short to be masked in logs without hiding ordinary words")
+    return secret
+
+
 def is_verbatim(annotation: Any, metadata: list[Any]) -> bool:
     """Whether a key (its annotation and metadata) takes environment values as written."""
     return annotation is Secret or any(item is VERBATIM for item in metadata)
@@ -142,6 +173,8 @@ Whole = Annotated[int, BeforeValidator(_number)]
 Number = Annotated[float, BeforeValidator(_number)]
 Flag = Annotated[bool, Strict()]
 Text = Annotated[str, BeforeValidator(_text)]
+FilePath = Annotated[str, BeforeValidator(_text), FILE_PATH]
+StrongSecret = Annotated[Secret, AfterValidator(_long_enough)]
 VerbatimText = Annotated[str, BeforeValidator(_text), VERBATIM]
 Url = Annotated[str, BeforeValidator(_url), VERBATIM]
 Listen = Annotated[str, BeforeValidator(_listen)]

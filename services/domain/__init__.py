@@ -11,7 +11,7 @@ __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_models": ("ChatType", "DONE", "FAILED", "RESENDABLE", "SessionRecord", "Turn", "TurnStatus",
                 "UNDELIVERED", "WAITING"),
     "_ownership": ("ShipperAlreadyRunning", "ShipperLock", "owner_alive", "process_owner"),
-    "_text": ("MAX_TURN_CHARS", "clean_transcript", "is_cut", "join_segments"),
+    "_text": ("MAX_TURN_CHARS", "SecretMask", "clean_transcript", "is_cut", "join_segments"),
     "_turn_meta": ("METRIC_KEYS", "TurnMeta", "checked_turn_meta", "turn_meta_from_json",
                    "turn_meta_from_livekit"),
     "_waiting": ("first_of",),

@@ -12,7 +12,9 @@ Outcomes (docs/guarantees.md, "Adversarial input"):
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable
 
 _UNSTORABLE = re.compile(r"[\ud800-\udfff\x00]")
 MAX_TURN_CHARS = 4 * 1024 * 1024
@@ -53,3 +55,37 @@ def _storable(text: str) -> str:
 def join_segments(segments: list[str]) -> str:
     """Join final STT segments of one turn the way the framework joins them: single spaces."""
     return " ".join(s for s in (seg.strip() for seg in segments) if s)
+
+
+class SecretMask:
+    """Replace known secrets in text by ``***``: whole values, never letters of other words.
+
+    A secret is masked where it stands as a value: not glued to a letter, digit or ``_`` on a
+    side where the secret itself ends in one (so the secret ``S`` masks ``Bearer S`` and
+    ``"secret": "S"`` but not the S of ``SIGTERM``). Its JSON-escaped spelling is masked too.
+    """
+
+    MASK = "***"
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        spellings = {s for secret in secrets if secret for s in (secret, _json_escaped(secret))}
+        # Longest first, so a secret that contains another is masked whole.
+        patterns = [_as_value(s) for s in sorted(spellings, key=len, reverse=True)]
+        self._pattern = re.compile("|".join(patterns)) if patterns else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def apply(self, text: str) -> str:
+        """``text`` with every secret that stands as a value replaced by ``***``."""
+        return self._pattern.sub(self.MASK, text) if self._pattern is not None else text
+
+
+def _as_value(secret: str) -> str:
+    before = r"(?<!\w)" if re.match(r"\w", secret[0]) else ""
+    after = r"(?!\w)" if re.match(r"\w", secret[-1]) else ""
+    return before + re.escape(secret) + after
+
+
+def _json_escaped(secret: str) -> str:
+    return json.dumps(secret, ensure_ascii=False)[1:-1]

@@ -3,6 +3,7 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
+    "_box_figures": ("BoxFigures", "BoxFrame", "FigureSource", "frame", "manager_word"),
     "_doctor": ("run_checks",),
     "_http": ("MANAGER_PROBE_TTL", "ManagerHealth", "OpsHttpServer"),
     "_logging": ("add_secrets", "configure_logging", "settings_secrets"),

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from voicelog.services.config import ConfigError, MqttSettings, Settings
-from voicelog.services.ops._metrics import SpoolStats
+from voicelog.services.ops._metrics import SpoolSnapshot, SpoolStats
 from voicelog.services.ops._mqtt_fleet import KEEPALIVE, broker_client, node_id_of
 from voicelog.services.shipping.manager import ManagerApiClient, Outcome
 
@@ -31,7 +31,7 @@ class Check:
     """The verdict of one check."""
 
     name: str
-    state: str  # OK, WARN (works, degraded), FAIL or SKIP
+    state: str  # OK, WARN (works, but degraded or a person should look), FAIL or SKIP
     detail: str
 
     def line(self) -> str:
@@ -50,7 +50,7 @@ def fail(name: str, detail: str) -> Check:
 
 
 def warn(name: str, detail: str) -> Check:
-    """A check that found the box working, but degraded: the detail says how and what to fix."""
+    """A check that passed with something a person should look at (doctor still exits 0)."""
     return Check(name, "WARN", detail)
 
 
@@ -63,10 +63,13 @@ async def run_checks(settings: Settings, environ: Mapping[str, str] | None = Non
                      livekit: bool = True) -> list[Check]:
     """Every check, in the order an operator would fix things."""
     environ = os.environ if environ is None else environ
+    spool_check, snapshot = check_spool(settings)
     return [
-        ok("config", f"{settings.source} parsed"),
+        ok("config", f"{settings.source} parsed" if settings.source != "<defaults>"
+           else "no config file: built-in defaults and the environment"),
         check_backup_dir(settings),
-        check_spool(settings),
+        spool_check,
+        check_backlog(snapshot),
         await check_manager(settings),
         check_livekit(environ) if livekit else skip("livekit", "not needed (--ship-only)"),
         await asyncio.to_thread(check_mqtt, settings.mqtt),
@@ -106,23 +109,43 @@ def check_backup_dir(settings: Settings) -> Check:
     return ok("backups", f"{directory.resolve()} writable")
 
 
-def check_spool(settings: Settings) -> Check:
+def check_spool(settings: Settings) -> tuple[Check, SpoolSnapshot | None]:
     """The spool opens, has a schema this voicelog reads, takes a write and is not full."""
     history = settings.chat_history
     try:
         stats = SpoolStats(history.spool_file, max_bytes=history.spool_max_mb * 1024 * 1024)
     except Exception as error:  # noqa: BLE001 - any failure to open is the finding
-        return fail("spool", f"{history.spool_file} cannot be opened: {error}")
+        return fail("spool", f"{history.spool_file} cannot be opened: {error}"), None
     try:
         problem = stats.probe_write()
         snapshot = stats.read()
     finally:
         stats.close()
     if problem:
-        return fail("spool", f"{history.spool_file}: {problem}")
+        return fail("spool", f"{history.spool_file}: {problem}"), snapshot
     turns = ", ".join(f"{status} {n}" for status, n in sorted(snapshot.counts.items())) or "none"
     return ok("spool", f"{history.spool_file} writable, {snapshot.spool_bytes / 1024 / 1024:.1f} MiB "
-                       f"on disk (cap {history.spool_max_mb} MiB); turns: {turns}")
+                       f"on disk (cap {history.spool_max_mb} MiB); turns: {turns}"), snapshot
+
+
+def check_backlog(snapshot: SpoolSnapshot | None) -> Check:
+    """Turns that wait on a person (parked, dead-letter) are a warning; a backlog is named with its age."""
+    if snapshot is None:
+        return skip("backlog", "the spool could not be read")
+    counts = snapshot.counts
+    parked, dead = counts.get("parked", 0), counts.get("dead_letter", 0)
+    pending = counts.get("pending", 0)
+    oldest = "" if snapshot.oldest_waiting_ms is None else \
+        f", oldest waiting {max(0, snapshot.taken_ms - snapshot.oldest_waiting_ms) / 1000:.0f} s"
+    if parked or dead:
+        parts = [f"{parked} parked (device not bound, or no valid MAC)" if parked else "",
+                 f"{dead} dead-letter (refused by the Manager)" if dead else "",
+                 f"{pending} pending" if pending else ""]
+        return warn("backlog", "; ".join(p for p in parts if p) + oldest +
+                    "; see `voicelog backups list --status parked --status dead-letter`")
+    if pending:
+        return ok("backlog", f"{pending} pending{oldest}")
+    return ok("backlog", "nothing waiting for delivery")
 
 
 async def check_manager(settings: Settings) -> Check:

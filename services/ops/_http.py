@@ -1,8 +1,9 @@
 """The local operations endpoint: /healthz, /readyz and /metrics over aiohttp.
 
 /healthz says whether the process and its loops are alive (for restarts); /readyz says whether
-it can do its job now: the spool takes writes, the Manager answers and accepts our secret
-(for load balancers and fleet dashboards). Both answer JSON, 200 or 503 with a reason.
+it can do its job now: the spool takes writes, the Manager answers and accepts our secret, and
+(for ``voicelog start``) the LiveKit worker is registered (for load balancers and dashboards).
+Both answer JSON, 200 or 503 with a reason.
 """
 
 from __future__ import annotations
@@ -140,10 +141,12 @@ class OpsHttpServer:
     def __init__(self, listen: str, *, metrics: Metrics, stats: SpoolStats,
                  manager: ManagerHealth, liveness: Liveness,
                  last_delivery_ms: Callable[[], int | None] = lambda: None,
-                 mounts: Mapping[str, web.Application] | None = None) -> None:
+                 mounts: Mapping[str, web.Application] | None = None,
+                 livekit: Callable[[], dict[str, object]] | None = None) -> None:
         self.host, port = listen.rsplit(":", 1)
         self.port = int(port)
         self._metrics, self._stats, self._manager = metrics, stats, manager
+        self._livekit = livekit  # the worker's registration, for `voicelog start` only
         self._liveness, self._last_delivery_ms = liveness, last_delivery_ms
         self._mounts = dict(mounts or {})
         self._runner: web.AppRunner | None = None
@@ -189,8 +192,12 @@ class OpsHttpServer:
             reasons.append(spool_problem)
         if not manager.healthy:
             reasons.append(_manager_reason(manager))
-        body: dict[str, object] = {"ready": not reasons, "checks": {
-            "spool": spool_problem or "ok", "manager": manager.to_dict()}}
+        checks: dict[str, object] = {"spool": spool_problem or "ok", "manager": manager.to_dict()}
+        if self._livekit is not None:
+            checks["livekit"] = livekit = self._livekit()
+            if not livekit["registered"]:
+                reasons.append(f"livekit worker not registered: {livekit['reason']}")
+        body: dict[str, object] = {"ready": not reasons, "checks": checks}
         if reasons:
             body["reason"] = "; ".join(reasons)
         return _json(body, 503 if reasons else 200)

@@ -2,7 +2,8 @@
 
 Defence in depth, on top of our code never passing chat content or secrets to a log call:
 - known secrets are masked in every rendered line, whatever field, traceback or library
-  (livekit, aiohttp, paho) the text came from;
+  (livekit, aiohttp, paho) the text came from, where they stand as values (never the letters
+  of another word: ``SecretMask``);
 - fields that by name carry chat text (``content``, ``text``, ``transcript``...) are replaced
   by their length at INFO and above;
 - MACs can be hashed.
@@ -12,7 +13,6 @@ Context bound with ``structlog.contextvars`` (``session_id``, ``seq``) lands on 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import sys
 from collections.abc import Iterable
@@ -21,13 +21,18 @@ from typing import Any, TextIO
 import structlog
 
 from voicelog.services.config import LogFormat, LoggingSettings, Settings
+from voicelog.services.domain import SecretMask
 
-MASK = "***"
+MASK = SecretMask.MASK
 CHAT_FIELDS = frozenset({"content", "text", "transcript", "message_text", "user_text",
                          "agent_text", "chat_content"})
 _QUIET_LEVELS = frozenset({"debug", "notset"})
+# The ``extra`` fields of library log records kept in our lines: ids, counts and causes, never text.
+LIBRARY_EXTRAS = ("error", "url", "retry_count", "max_retry", "pid", "job_id", "worker_id", "id", "agent_name",
+                  "region", "elapsed_time", "timeout", "version", "rtc-version")
 # The secrets the active configuration masks; extended by add_secrets() after start.
 _secrets: set[str] = set()
+_mask = SecretMask()
 
 
 def settings_secrets(settings: Settings) -> list[str]:
@@ -42,18 +47,16 @@ def settings_secrets(settings: Settings) -> list[str]:
 
 def add_secrets(*values: str) -> None:
     """Mask these values too from now on (e.g. broker credentials learnt after start)."""
-    _secrets.update(v for v in values if v)
+    global _mask
+    fresh = {v for v in values if v} - _secrets
+    if fresh:
+        _secrets.update(fresh)
+        _mask = SecretMask(_secrets)
 
 
 def mask_text(text: str) -> str:
-    """``text`` with every known secret (raw or JSON-escaped) replaced by ***."""
-    for secret in sorted(_secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
-        escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
-        if escaped != secret and escaped in text:
-            text = text.replace(escaped, MASK)
-    return text
+    """``text`` with every known secret (raw or JSON-escaped) that stands as a value replaced by ***."""
+    return _mask.apply(text)
 
 
 def _mask_line(_: Any, __: str, line: Any) -> Any:
@@ -82,8 +85,10 @@ def _mac_hasher(enabled: bool) -> structlog.types.Processor:
 def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
                       stream: TextIO | None = None) -> None:
     """Set up structlog and route the standard library's logs (livekit's) through it."""
+    global _mask
     stream = stream or sys.stderr
     _secrets.clear()
+    _mask = SecretMask()
     add_secrets(*secrets)
     as_json = settings.format == LogFormat.JSON or (settings.format == LogFormat.AUTO and not _is_tty(stream))
     shared: list[structlog.types.Processor] = [
@@ -110,7 +115,10 @@ def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     *([structlog.processors.format_exc_info] if as_json else []),
                     renderer, _mask_line],
-        foreign_pre_chain=shared))
+        # A library's ``extra`` fields hold its details (livekit puts the cause of a failed
+        # connection there), but also what was said (livekit's "lk.pii.*"): only known ones pass.
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(allow=LIBRARY_EXTRAS), *shared]))
+    logging.captureWarnings(True)  # a library's warnings become log lines too, not raw stderr text
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -23,7 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from voicelog.services.domain import UNDELIVERED, WAITING, TurnMeta
+from voicelog.services.domain import UNDELIVERED, WAITING, TurnMeta, TurnStatus
 from voicelog.services.spool import PreloadCount, SpoolMemory, open_spool
 
 BACKLOG_STATUSES = UNDELIVERED
@@ -76,6 +76,14 @@ class Metrics:
         self.mqtt_command_restarts = Counter("voicelog_mqtt_command_task_restarts_total",
                                              "Times the MQTT command task crashed and was restarted",
                                              registry=r)
+        self.request_seconds = Histogram("voicelog_manager_request_seconds",
+                                         "How long one request to the Manager took, answered or not",
+                                         registry=r,
+                                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.parked_devices = Gauge("voicelog_parked_devices", "Devices (MACs) with parked turns", registry=r)
+        self.spool_max_bytes = Gauge("voicelog_spool_max_bytes", "The spool's size cap (spool_max_mb)",
+                                     registry=r)
+        self._livekit: Gauge | None = None
         self.manager_auth_ok.set(1)
         for event in ("captured", "delivered", "parked", "dead_letter", "skipped"):
             self.turns.labels(event=event)  # present from the first scrape, at 0
@@ -135,6 +143,17 @@ class Metrics:
         """Record how long after capture a turn was delivered."""
         self.latency.observe(seconds)
 
+    def request_took(self, seconds: float) -> None:
+        """Record how long one request to the Manager took."""
+        self.request_seconds.observe(seconds)
+
+    def livekit(self) -> Gauge:
+        """``voicelog_livekit_registered``: exported only by a process that runs the LiveKit worker."""
+        if self._livekit is None:
+            self._livekit = Gauge("voicelog_livekit_registered", "1 while the LiveKit worker is registered "
+                                  "with the server (voicelog start only)", registry=self.registry)
+        return self._livekit
+
     def apply(self, snapshot: SpoolSnapshot) -> None:
         """Set the spool-derived gauges and advance "captured" and "skipped" from a snapshot."""
         for status in BACKLOG_STATUSES:
@@ -142,6 +161,8 @@ class Metrics:
         oldest = snapshot.oldest_waiting_ms
         self.oldest_pending_age.set(0 if oldest is None else max(0, snapshot.taken_ms - oldest) / 1000)
         self.spool_bytes.set(snapshot.spool_bytes)
+        self.spool_max_bytes.set(snapshot.max_bytes)
+        self.parked_devices.set(snapshot.parked_devices)
         self.sessions_active.set(snapshot.sessions_active)
         self._advance("captured", sum(snapshot.counts.values()))
         self._advance("skipped", snapshot.skipped)
@@ -192,6 +213,8 @@ class SpoolSnapshot:
     taken_ms: int = 0
     measured: tuple[TurnMeta, ...] = ()  # turns sealed with measurements since the last read
     preloads: tuple[PreloadCount, ...] = ()  # memory reads at session starts, recorded by job processes
+    parked_devices: int = 0
+    max_bytes: int = 0  # the cap (0: none)
 
     @property
     def waiting(self) -> int:
@@ -209,6 +232,7 @@ class SpoolStats:
     def __init__(self, spool_path: str | Path, *, max_bytes: int | None = None,
                  busy_timeout_ms: int = 2000, max_age: float = 1.0) -> None:
         self._spool = open_spool(spool_path, max_bytes=max_bytes, busy_timeout_ms=busy_timeout_ms)
+        self.max_bytes = max_bytes or 0
         self._lock = threading.Lock()  # one query at a time on this connection
         self._max_age = max_age
         self._cached: dict[str, tuple[float, object]] = {}
@@ -236,10 +260,12 @@ class SpoolStats:
         with self._lock:
             counts = self._spool.status_counts()
             active, skipped, oldest = self._spool.totals(WAITING)
+            parked = self._spool.devices_with([TurnStatus.PARKED]) if counts.get("parked") else 0
             return SpoolSnapshot(counts=counts, skipped=int(skipped), sessions_active=int(active),
                                  oldest_waiting_ms=oldest, spool_bytes=self._spool.size_bytes(),
                                  taken_ms=time.time_ns() // 1_000_000, measured=self._newly_measured(),
-                                 preloads=tuple(SpoolMemory(self._spool).preload_counts()))
+                                 preloads=tuple(SpoolMemory(self._spool).preload_counts()),
+                                 parked_devices=parked, max_bytes=self.max_bytes)
 
     def _newly_measured(self) -> tuple[TurnMeta, ...]:
         """Measured turns sealed since the last read, each returned once."""

@@ -6,6 +6,6 @@ __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_gate": ("DeliveryGate",),
     "_observer": ("DeliveryObserver", "SilentObserver"),
     "_session_sender": ("NO_MAC_REASON", "RoundResult", "SessionSender", "UNREADABLE_REASON"),
-    "_shipper": ("ShipSummary", "Shipper", "is_due"),
+    "_shipper": ("ShipSummary", "Shipper", "StopReason", "is_due"),
     "_wire": ("first_wire_time", "idempotency_key", "to_unit", "wire_parts"),
 })

@@ -45,6 +45,9 @@ class DeliveryGate:
         self._prober: asyncio.Task[None] | None = None
         self.last_reason: str | None = None
         self.closed_by: Outcome | None = None  # UNAUTHORIZED or MISCONFIGURED while closed
+        # Set while closed for that cause: bounded runs (ship --once, a drain) stop on them.
+        self.refused = asyncio.Event()  # the secret is refused
+        self.misdirected = asyncio.Event()  # the endpoint does not answer as the Manager
 
     @property
     def is_open(self) -> bool:
@@ -63,6 +66,7 @@ class DeliveryGate:
         """Stop all delivery: the answer was a 401 (UNAUTHORIZED) or not the Manager's (MISCONFIGURED)."""
         self.last_reason = reason
         was_open, self.closed_by = self._open.is_set(), outcome
+        self._mark(outcome)
         if not was_open:
             return
         self._open.clear()
@@ -81,10 +85,19 @@ class DeliveryGate:
             if result.outcome is Outcome.DELIVERED:
                 log.warning(_RESUMED[self.closed_by or Outcome.UNAUTHORIZED], url=self._url)
                 self.last_reason, self.closed_by = None, None
+                self._mark(None)
                 self._open.set()
                 return
             if result.outcome in _CLOSED:
                 self.last_reason, self.closed_by = result.reason, result.outcome
+                self._mark(result.outcome)
+
+    def _mark(self, outcome: Outcome | None) -> None:
+        for event, cause in ((self.refused, Outcome.UNAUTHORIZED), (self.misdirected, Outcome.MISCONFIGURED)):
+            if outcome is cause:
+                event.set()
+            else:
+                event.clear()
 
     async def aclose(self) -> None:
         """Stop probing."""

@@ -21,6 +21,9 @@ class DeliveryObserver(Protocol):
     def delivered_after(self, seconds: float) -> None:
         """A turn was delivered this long after it was captured."""
 
+    def request_took(self, seconds: float) -> None:
+        """One request to the Manager took this long, answered or not."""
+
 
 class SilentObserver:
     """Counts nothing: for replay runs and anything else without a metrics registry."""
@@ -32,4 +35,7 @@ class SilentObserver:
         pass
 
     def delivered_after(self, seconds: float) -> None:
+        pass
+
+    def request_took(self, seconds: float) -> None:
         pass

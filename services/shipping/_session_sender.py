@@ -7,6 +7,7 @@ session's later turns back so order holds. Session mode sends the whole session 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -43,6 +44,16 @@ class RoundResult:
     parked: int = 0
     dead_lettered: int = 0
     held: int = 0  # still pending after a retryable failure (stopping, or attempt budget spent)
+    rows: int = 0  # rows the Manager stored: a turn longer than max_content_chars is several
+    # Why turns were held, when the Manager gave no answer at all (down, or slower than the timeout).
+    no_answer: str | None = None
+
+    def hold(self, count: int, failure: DeliveryResult | None = None) -> RoundResult:
+        """Count turns left pending, remembering when the Manager did not answer at all."""
+        self.held += count
+        if failure is not None and failure.outcome is Outcome.RETRYABLE and failure.http_status is None:
+            self.no_answer = failure.reason
+        return self
 
 
 class SessionSender:
@@ -76,13 +87,13 @@ class SessionSender:
         last_wire = session.last_wire_time
         for index, turn in enumerate(turns):
             if self.stopping.is_set():
-                result.held += len(turns) - index  # shutting down: the rest stays spooled
-                return result
+                return result.hold(len(turns) - index)  # shutting down: the rest stays spooled
             text = self._plaintext(turn)
             if text is None:
                 return self._park(session, turns[index:], UNREADABLE_REASON, result)
             parts, wire, last_wire = self._pin_wire_time(turn, text, last_wire)
-            outcome = await self._send_parts(session, turn, parts, wire)
+            outcome, rows = await self._send_parts(session, turn, parts, wire)
+            result.rows += rows
             if outcome.outcome is Outcome.DELIVERED:
                 self._delivered(session, [turn])
                 result.delivered += 1
@@ -92,8 +103,7 @@ class SessionSender:
             elif outcome.outcome is Outcome.UNROUTABLE:
                 return self._park(session, self.delivery.deliverable(session.session_id), outcome.reason, result)
             else:
-                result.held += 1
-                return result
+                return result.hold(1, outcome)
         return result
 
     def _plaintext(self, turn: Turn) -> str | None:
@@ -122,17 +132,20 @@ class SessionSender:
         return parts, wire, wire + len(parts) - 1
 
     async def _send_parts(self, session: SessionRecord, turn: Turn, parts: list[str],
-                          wire: int) -> DeliveryResult:
+                          wire: int) -> tuple[DeliveryResult, int]:
+        """Send the parts of a turn not sent yet; the last outcome and how many rows were stored."""
         result = DeliveryResult(Outcome.DELIVERED, "nothing left to send")
+        stored = 0
         for index in range(self.delivery.parts_sent(turn.session_id, turn.seq), len(parts)):
             report = Report(session.mac, session.session_id, int(turn.chat_type), parts[index],
                             wire + index, idempotency_key(turn, index, len(parts)))
             result = await self._with_retries(lambda r=report: self.client.report(r), [turn])
             if result.outcome is not Outcome.DELIVERED:
-                return result
+                return result, stored
+            stored += 1
             if len(parts) > 1:
                 self.delivery.record_parts_sent(turn.session_id, turn.seq, index + 1)
-        return result
+        return result, stored
 
     async def _deliver_session(self, session: SessionRecord, turns: list[Turn]) -> RoundResult:
         messages: list[SessionMessage] = []
@@ -149,13 +162,13 @@ class SessionSender:
         outcome = await self._with_retries(lambda: self.client.upload_session(upload), turns)
         if outcome.outcome is Outcome.DELIVERED:
             self._delivered(session, turns)
-            return RoundResult(delivered=len(turns))
+            return RoundResult(delivered=len(turns), rows=len(messages))
         if outcome.outcome is Outcome.REJECTED:
             self._dead_letter(session, turns, outcome)
             return RoundResult(dead_lettered=len(turns))
         if outcome.outcome is Outcome.UNROUTABLE:
             return self._park(session, turns, outcome.reason)
-        return RoundResult(held=len(turns))
+        return RoundResult().hold(len(turns), outcome)
 
     async def _with_retries(self, send: Callable[[], Awaitable[DeliveryResult]],
                             turns: list[Turn]) -> DeliveryResult:
@@ -165,6 +178,8 @@ class SessionSender:
                 # A bounded run (ship --once, replay) reports the pause instead of waiting it out.
                 return DeliveryResult(Outcome.RETRYABLE, f"delivery paused: {self.gate.describe()}")
             await self._wait_gate()
+            if not self.gate.is_open:  # stopping while the secret is refused: do not ask again
+                return DeliveryResult(Outcome.RETRYABLE, "stopping while the secret is refused")
             retrying = AsyncRetrying(
                 retry=retry_if_result(lambda r: r.outcome is Outcome.RETRYABLE),
                 wait=self._wait, stop=self._should_stop, sleep=self._sleep,
@@ -181,7 +196,9 @@ class SessionSender:
 
     def _counted(self, send: Callable[[], Awaitable[DeliveryResult]]) -> Callable[[], Awaitable[DeliveryResult]]:
         async def attempt() -> DeliveryResult:
+            started = time.perf_counter()
             result = await send()
+            self.observer.request_took(time.perf_counter() - started)
             self.observer.attempted(result.outcome.value)
             return result
 

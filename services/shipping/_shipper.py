@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 import structlog
 
@@ -39,23 +41,50 @@ def is_due(backlog: Backlog, now_ms: int, *, batch_size: int, send_interval_ms: 
     return backlog.waiting >= batch_size or now_ms - backlog.oldest_captured_ms >= send_interval_ms
 
 
+class StopReason(StrEnum):
+    """Why a bounded run (``ship --once``, a drain) stopped before everything was tried."""
+
+    SECRET_REFUSED = "secret_refused"  # the Manager answered 401: nothing can be delivered
+    MISDIRECTED = "misdirected"  # the endpoint does not answer as the Manager (a 3xx, a 404/405)
+    UNREACHABLE = "unreachable"  # a session spent its attempts without any answer from the Manager
+    DEADLINE = "deadline"  # the time given ran out
+
+
 @dataclass
 class ShipSummary:
-    """Totals of a shipping run, for ``ship --once`` and logs."""
+    """Totals of a shipping run, for ``ship --once``, ``simulate`` and logs.
+
+    ``delivered`` counts turns and ``rows`` the rows the Manager stored for them: a turn longer
+    than ``max_content_chars`` arrives as several rows.
+    """
 
     delivered: int = 0
+    rows: int = 0
     parked: int = 0
     dead_lettered: int = 0
     held: int = 0
     remaining: dict[str, int] = field(default_factory=dict)
+    memory_flushed: bool | None = None  # ship --once: every sealed turn reached Redis (None: no Redis)
     repaired: dict[str, int] = field(default_factory=dict)  # orphan turns given a session row, by session
     repairs_waiting: int = 0  # damaged spools set aside until the disk has room to merge them back
+    stopped: StopReason | None = None
+    stopped_because: str = ""  # the Manager's answer (or silence) behind ``stopped``
+    by_session: dict[str, tuple[int, int]] = field(default_factory=dict)  # turns, rows delivered
 
-    def add(self, result: RoundResult) -> None:
+    def add(self, session_id: str, result: RoundResult) -> None:
         self.delivered += result.delivered
+        self.rows += result.rows
         self.parked += result.parked
         self.dead_lettered += result.dead_lettered
         self.held += result.held
+        if result.delivered or result.rows:
+            turns, rows = self.by_session.get(session_id, (0, 0))
+            self.by_session[session_id] = (turns + result.delivered, rows + result.rows)
+
+    def stop(self, reason: StopReason, because: str) -> None:
+        """Record the first reason the run stopped early (later ones follow from it)."""
+        if self.stopped is None:
+            self.stopped, self.stopped_because = reason, because
 
 
 class Shipper:
@@ -79,6 +108,9 @@ class Shipper:
         self._active: dict[str, asyncio.Task[RoundResult]] = {}
         self._last_reap_ms = 0
         self._failed_rounds: dict[str, tuple[int, int]] = {}  # session -> (failures, retry at ms)
+        self._gave_up = asyncio.Event()  # a bounded round found the Manager silent: stop the run
+        self._silence = ""
+        self.max_attempts = max_attempts
         self.last_delivery_ms: int | None = None
 
     def wake(self, session_id: str | None = None) -> None:
@@ -95,26 +127,56 @@ class Shipper:
         return self.summary
 
     async def drain(self, timeout: float) -> None:
-        """Try to deliver everything waiting within ``timeout``; the rest stays in the spool."""
-        try:
-            await asyncio.wait_for(self._deliver_everything(), timeout)
-        except TimeoutError:
+        """Try to deliver everything waiting within ``timeout``; the rest stays in the spool.
+
+        A refused secret ends the drain at once: nothing can be delivered until it is fixed.
+        """
+        await self._bounded(self._deliver_everything(), timeout)
+        if self.summary.stopped is StopReason.DEADLINE:
             log.warning("drain_timeout_rest_stays_spooled", timeout=timeout)
+        elif self.summary.stopped is StopReason.SECRET_REFUSED:
+            log.warning("drain_ended_secret_refused_rest_stays_spooled", reason=self.summary.stopped_because)
         await self.aclose()
 
-    async def run_once(self) -> ShipSummary:
+    async def run_once(self, deadline: float | None = None) -> ShipSummary:
         """One pass over everything deliverable now (``ship --once``), then report what is left.
 
         Turns an older voicelog left without a session row are given one first, so they go too.
+        It ends early, leaving the rest pending, when the Manager refuses our secret or its
+        endpoint does not answer as the Manager, when a session spent its attempts without any
+        answer (the Manager is down or too slow), or at ``deadline`` seconds; requests in flight
+        then get at most their own timeout.
         """
         self.summary.repaired = {**self.spool.adopted, **self.spool.adopt_orphans(self._now())}
-        await self._deliver_everything()
+        await self._bounded(self._deliver_everything(), deadline, stop_when_silent=True)
         await self.aclose()
         self.summary.remaining = {k: v for k, v in self.spool.status_counts().items()
                                   if k in (TurnStatus.PENDING, TurnStatus.PARKED,
                                            TurnStatus.DEAD_LETTER, TurnStatus.OPEN)}
         self.summary.repairs_waiting = len(pending_repairs(self.spool.backup_dir))
         return self.summary
+
+    async def _bounded(self, work: Coroutine[Any, Any, None], seconds: float | None, *,
+                       stop_when_silent: bool = False) -> None:
+        """Run ``work`` until done, the secret is refused, the Manager is silent (optional), or time is up."""
+        task = asyncio.ensure_future(work)
+        stops = [self.gate.refused, self.gate.misdirected] + ([self._gave_up] if stop_when_silent else [])
+        try:
+            finished = await first_of(task, *stops, timeout=seconds)
+            if self.gate.refused.is_set():
+                self.summary.stop(StopReason.SECRET_REFUSED, self.gate.last_reason or "secret refused")
+            elif self.gate.misdirected.is_set():
+                self.summary.stop(StopReason.MISDIRECTED, self.gate.describe())
+            elif self._gave_up.is_set() and stop_when_silent:
+                self.summary.stop(StopReason.UNREACHABLE, self._silence)
+            elif not finished:
+                self.summary.stop(StopReason.DEADLINE, f"{seconds:g} s passed")
+        finally:
+            if not task.done():
+                self.stopping.set()  # senders stop retrying; rounds in flight end by themselves
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _deliver_everything(self) -> None:
         tried: set[str] = set()
@@ -176,7 +238,11 @@ class Shipper:
         return result
 
     def _after_round(self, session_id: str, result: RoundResult) -> None:
-        self.summary.add(result)
+        self.summary.add(session_id, result)
+        if result.no_answer and self.max_attempts is not None and not self.stopping.is_set():
+            # Attempts spent with no answer at all: every other session would fare the same.
+            self._silence = result.no_answer
+            self._gave_up.set()
         if result.delivered:
             self.last_delivery_ms = self._now()
         if not self.delivery.deliverable(session_id):

@@ -95,6 +95,9 @@ TURN_SEQS_OF_SESSION = "SELECT seq FROM turns WHERE session_id=?"
 TURN_UPDATE_TIMES = "SELECT seq, updated_ms FROM turns WHERE session_id=?"
 TURN_STATES = ("SELECT session_id, seq, status, attempts, last_error FROM turns"
                " WHERE session_id IN (SELECT value FROM json_each(?))")
+DEVICES_WITH_TURNS_IN = ("SELECT COUNT(DISTINCT s.mac) FROM sessions s"
+                         " JOIN turns t ON t.session_id=s.session_id"
+                         " WHERE t.status IN (SELECT value FROM json_each(?))")
 OLDEST_CAPTURED_IN = "SELECT MIN(captured_ms) FROM turns WHERE status IN (SELECT value FROM json_each(?))"
 TURNS_IN_STATUS = (
     "SELECT t.session_id, t.seq FROM turns t JOIN sessions s USING (session_id)"

@@ -291,6 +291,10 @@ class Spool:
         measured = [(rowid, meta) for rowid, meta in ((r, turn_meta_from_json(m)) for r, m in rows) if meta]
         return measured, lowest_open
 
+    def devices_with(self, statuses: Iterable[TurnStatus]) -> int:
+        """How many devices (MACs) have turns in ``statuses``, e.g. parked devices."""
+        return int(self._db.execute(q.DEVICES_WITH_TURNS_IN, (json_list(statuses),)).fetchone()[0])
+
     def set_meta(self, key: str, value: str) -> None:
         """Store one key/value in the spool's meta table (in its own write transaction)."""
         with self.connection.write() as db:

@@ -10,5 +10,6 @@ __all__, __getattr__, __dir__ = lazy_face(__name__, {
                 "prepare", "replay", "requeue"),
     "_replay_plan": ("PlannedSession", "ReplayError", "ReplayRequest", "import_backup", "imported_turn",
                      "plan_replay"),
+    "_repairs": ("Repair", "acknowledge", "repairs"),
     "_verify": ("Finding", "VerifyReport", "rewrite_from_spool", "verify"),
 })

@@ -8,6 +8,7 @@ Checking files against the spool is ``_verify``.
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -162,7 +163,15 @@ class Catalog:
         raise ValueError(f"{ref!r} matches several sessions: {', '.join(ids[:5])}; give more of the id")
 
     def find_file(self, session_id: str) -> Path | None:
-        """The backup file of a session id, looked up by its file name in any day folder."""
+        """The backup file of a session id (or of a unique start of one), in any day folder."""
+        if "/" in session_id:
+            return None
         name = backup_file_name(session_id)
-        matches = sorted(Path(self.backup_dir).glob(f"*/{name}")) if "/" not in session_id else []
+        matches = sorted(Path(self.backup_dir).glob(f"*/{name}"))
+        if not matches and len(session_id) >= 8 and glob.escape(session_id) == session_id:
+            # `backups list` shows a unique start of the id on narrow terminals: accept it here too.
+            matches = sorted(Path(self.backup_dir).glob(f"*/{session_id}*.json"))
+            if len({p.name for p in matches}) > 1:
+                raise ValueError(f"{session_id!r} matches several backup files: "
+                                 f"{', '.join(sorted({p.stem for p in matches})[:5])}; give more of the id")
         return matches[-1] if matches else None

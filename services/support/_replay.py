@@ -65,6 +65,7 @@ class ReplaySummary:
     imported_turns: int = 0
     stopped: str | None = None  # why it ended before every turn was finished
     seconds: float = 0.0
+    rows: int | None = None  # rows the Manager stored (a long turn is several); None: the daemon sent them
 
     @property
     def total(self) -> int:
@@ -186,7 +187,8 @@ async def replay(settings: Settings, spool: Spool | None, request: ReplayRequest
         tracker = ProgressTracker(spool, summary.plans)
         observer.started(summary)
         if lock is not None:
-            summary.stopped = await _deliver_here(settings, spool, summary.plans, request, tracker,
+            summary.rows = 0
+            summary.stopped = await _deliver_here(settings, spool, summary, request, tracker,
                                                   observer, stop, backups)
         else:
             summary.stopped = await _follow_daemon(spool, summary.plans, request, tracker, observer, stop)
@@ -210,7 +212,7 @@ def _try_lock(spool: Spool, request: ReplayRequest) -> ShipperLock | None:
     return lock
 
 
-async def _deliver_here(settings: Settings, spool: Spool, plans: list[PlannedSession],
+async def _deliver_here(settings: Settings, spool: Spool, summary: ReplaySummary,
                         request: ReplayRequest, tracker: ProgressTracker, observer: ReplayObserver,
                         stop: asyncio.Event, backups: BackupWriter) -> str | None:
     """Deliver the selected sessions through the daemon's SessionSender, as this host's shipper."""
@@ -223,9 +225,10 @@ async def _deliver_here(settings: Settings, spool: Spool, plans: list[PlannedSes
 
     async def one(plan: PlannedSession) -> None:
         async with slots:
-            await _round(sender, spool, plan.session.session_id, backups, stop)
+            summary.rows = (summary.rows or 0) + await _round(sender, spool, plan.session.session_id,
+                                                              backups, stop)
 
-    work = asyncio.gather(*(one(plan) for plan in plans))
+    work = asyncio.gather(*(one(plan) for plan in summary.plans))
     try:
         return await _watch(tracker, observer, stop, request.timeout, work, gate)
     finally:
@@ -236,18 +239,20 @@ async def _deliver_here(settings: Settings, spool: Spool, plans: list[PlannedSes
 
 
 async def _round(sender: SessionSender, spool: Spool, session_id: str, backups: BackupWriter,
-                 stop: asyncio.Event) -> None:
-    """One delivery round of a session, then what the shipper does after a round."""
+                 stop: asyncio.Event) -> int:
+    """One delivery round of a session, then what the shipper does after a round; rows stored."""
     session = spool.session(session_id)
     if session is None or stop.is_set():
-        return
+        return 0
+    rows = 0
     try:
-        await sender.deliver(session)
+        rows = (await sender.deliver(session)).rows
     except Exception:  # noqa: BLE001 - one session's bug must not stop the others
         log.exception("replay_round_failed", session_id=session_id)
     if not sender.delivery.deliverable(session_id):
         sender.delivery.clear_flush_request(session_id)
     backups.write(spool, session_id, wall_ms())
+    return rows
 
 
 async def _follow_daemon(spool: Spool, plans: list[PlannedSession], request: ReplayRequest,

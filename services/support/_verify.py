@@ -28,6 +28,7 @@ from voicelog.services.backup import (
 from voicelog.services.domain import ChatType, Turn
 from voicelog.services.spool import Spool
 from voicelog.services.support._catalog import Catalog
+from voicelog.services.support._repairs import Repair, repairs
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,13 @@ class VerifyReport:
     files: int = 0
     sessions: int = 0
     findings: list[Finding] = field(default_factory=list)
+    repairs: list[Repair] = field(default_factory=list)  # not yet acknowledged: each is an error
+    all_repairs: list[Repair] = field(default_factory=list)
+
+    @property
+    def acknowledged_repairs(self) -> int:
+        """Earlier repairs someone has already seen (``verify --ack``)."""
+        return sum(1 for r in self.all_repairs if r.acknowledged)
 
     @property
     def errors(self) -> list[Finding]:
@@ -60,6 +68,7 @@ class VerifyReport:
 def verify(catalog: Catalog) -> VerifyReport:
     """Check every backup file against the schema and the spool, and the spool against the files."""
     report = VerifyReport()
+    _report_repairs(catalog, report)
     seen: dict[str, Path] = {}
     # A broken file still names its session by its file name; that makes it fixable from the spool.
     by_name = {backup_file_name(i): i for i in catalog.spool_session_ids()}
@@ -93,6 +102,20 @@ def _age(path: Path) -> float:
         return time.time() - path.lstat().st_mtime
     except FileNotFoundError:
         return 0.0
+
+
+def _report_repairs(catalog: Catalog, report: VerifyReport) -> None:
+    """Each repair not yet acknowledged is an error: damage was found, even if it is mended now."""
+    own = catalog.spool.recovery if catalog.spool is not None else None
+    report.all_repairs = repairs(catalog.backup_dir)
+    for repair in report.all_repairs:
+        if repair.acknowledged:
+            continue
+        report.repairs.append(repair)
+        by = " (found now, when verify opened the spool)" if own is not None and \
+            Path(own.quarantine_dir) == repair.folder else ""
+        report.add("error", repair.folder, None, f"REPAIRED {repair.when}{by}: {repair.what}; the damaged "
+                   "originals are in this folder; `backups verify --ack` once read")
 
 
 def _checked_file(path: Path, catalog: Catalog, report: VerifyReport, named: str | None) -> Backup | None:

@@ -52,10 +52,10 @@ def test_every_key_of_the_settings_is_documented_in_config_yaml():
 def test_xiaozhi_dash_spelling_and_compat_env_names_are_accepted(tmp_path):
     """A manager-api block and MANAGER_API_URL/SECRET configure the Manager."""
     path = write(tmp_path, "manager-api:\n  url: http://h:8002/toy\n  timeout: 3\n")
-    settings = load_settings(path, environ={"MANAGER_API_SECRET": "s3cr3t"})
+    settings = load_settings(path, environ={"MANAGER_API_SECRET": "s3cr3t-value"})
     assert settings.manager_api.url == "http://h:8002/toy"
     assert settings.manager_api.timeout == 3.0
-    assert settings.manager_api.secret.reveal() == "s3cr3t"
+    assert settings.manager_api.secret.reveal() == "s3cr3t-value"
 
 
 def test_environment_overrides_file_values_with_the_documented_scheme(tmp_path):
@@ -238,9 +238,9 @@ def test_a_secret_never_appears_in_repr_or_in_an_error_message(tmp_path):
 
 def test_secret_values_from_the_environment_are_taken_as_written():
     """A secret, URL or user name that looks like a YAML number or flag stays the string it was."""
-    settings = load_settings(None, environ={"MANAGER_API_URL": "http://h:1/x", "MANAGER_API_SECRET": "0123",
+    settings = load_settings(None, environ={"MANAGER_API_URL": "http://h:1/x", "MANAGER_API_SECRET": "01234567",
                                             "VOICELOG__MQTT__USERNAME": "yes", "VOICELOG__MQTT__PORT": "8883"})
-    assert settings.manager_api.secret.reveal() == "0123"
+    assert settings.manager_api.secret.reveal() == "01234567"
     assert settings.mqtt.username == "yes"
     assert settings.mqtt.port == 8883
 

@@ -72,15 +72,19 @@ class Daemon:
 
 @contextlib.asynccontextmanager
 async def running_daemon(config: Path, *, env: dict[str, str] | None = None,
-                         command: str = "ship") -> AsyncIterator[Daemon]:
-    """Start ``voicelog <command>`` as a real process; SIGTERM it (then SIGKILL) at the end."""
+                         command: str = "ship", own_group: bool = False) -> AsyncIterator[Daemon]:
+    """Start ``voicelog <command>`` as a real process; SIGTERM it (then SIGKILL) at the end.
+
+    With ``own_group`` it leads its own process group, so a test can signal the whole group
+    (as ``timeout``, ``kill -- -PGID`` or a container stop do) without signalling itself.
+    """
     listen = yaml.safe_load(config.read_text())["http"]["listen"]
     log_path = config.with_suffix(".log")
     with log_path.open("wb") as log_file:  # handed to the child; nothing is written here
         process = await asyncio.create_subprocess_exec(
             sys.executable, "main.py", "--config", str(config), command, cwd=REPO,
             env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-            stdout=log_file, stderr=subprocess.STDOUT)
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=own_group)
     daemon = Daemon(process, log_path, f"http://{listen}")
     try:
         yield daemon

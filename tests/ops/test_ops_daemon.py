@@ -45,6 +45,9 @@ class FakeLiveKitServer:
         await self.crash.wait()
         raise RuntimeError("lost the LiveKit connection")
 
+    def on(self, event: str, callback) -> None:
+        """AgentServer's event registration; this stand-in never registers with LiveKit."""
+
     async def drain(self, timeout: float | None) -> None:
         return None
 

@@ -36,10 +36,10 @@ async def test_doctor_passes_every_check_on_a_healthy_box(tmp_path, reference_ma
     """With a good secret, LiveKit settings and a reachable broker, every line is OK and exit is 0."""
     ensure_mosquitto_running()
     config = doctor_config(tmp_path, reference_manager,
-                           mqtt={"enabled": True, "node_id": unique_node(), "command_key": "k"})
+                           mqtt={"enabled": True, "node_id": unique_node(), "command_key": "doctor-command-key"})
     code, lines = await run_doctor(config, capsys)
     assert code == 0, lines
-    assert list(lines) == ["config", "backups", "spool", "manager", "livekit", "mqtt", "memory"]
+    assert list(lines) == ["config", "backups", "spool", "backlog", "manager", "livekit", "mqtt", "memory"]
     assert all(line.startswith("OK") for line in lines.values()), lines
     assert "secret accepted" in lines["manager"]
     assert "wss://livekit.example.com" in lines["livekit"]
@@ -81,3 +81,20 @@ async def test_doctor_fails_on_missing_livekit_settings_and_an_absent_broker(
     assert lines["manager"].startswith("OK")
     code, lines = await run_doctor(doctor_config(tmp_path, reference_manager), capsys, "--ship-only")
     assert code == 0 and lines["livekit"].startswith("SKIP") and lines["mqtt"].startswith("SKIP")
+
+
+async def test_parked_and_dead_letter_turns_are_a_warning_line_not_all_clear(tmp_path, reference_manager, capsys):
+    """A backlog that needs a person shows as WARN with its counts; doctor still passes (exit 0) but says so."""
+    from tests.kits.box import make_box, mixed_session
+
+    box = make_box(tmp_path, reference_manager)
+    await mixed_session(box, reference_manager)
+    await reference_manager.bind_device("68:25:dd:ba:39:78")
+    box.spool.close()
+    code = await asyncio.to_thread(main, ["--config", str(box.config), "doctor", "--ship-only"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    warning = next(line for line in out.splitlines() if line.startswith("WARN backlog"))
+    assert "2 parked (device not bound, or no valid MAC)" in warning and "1 dead-letter" in warning
+    assert "2 pending" in warning and "oldest waiting" in warning
+    assert out.splitlines()[-1] == "all checks passed; 1 warning: backlog"

@@ -99,3 +99,37 @@ def test_log_lines_mask_secrets_anywhere_and_hide_chat_fields_at_info():
     assert lines[1]["content"] == f"<{len(TURNS[0]['user'])} chars hidden>"
     assert lines[2]["content"] == TURNS[0]["agent"], "DEBUG may show content for local debugging"
     assert lines[3]["event"] == "header Bearer ***"
+
+
+def test_a_secret_is_masked_where_it_stands_as_a_value_never_inside_other_words():
+    """The secret is masked as a header, a field value, in a URL and JSON-escaped; other words keep their letters."""
+    secret = "TERM1234"  # a real secret that happens to look like the end of other words
+    stream = io.StringIO()
+    configure_logging(LoggingSettings(level="INFO", format="json"), secrets=[secret], stream=stream)
+    try:
+        log = structlog.get_logger("voicelog.test")
+        log.info("signal_received", signal="SIGTERM1234", note=f"xTERM1234 and {secret}_suffix")
+        log.info("request", header=f"Bearer {secret}", url=f"http://u:{secret}@manager/x?key={secret}&a=1",
+                 body=json.dumps({"secret": secret}))
+    finally:
+        configure_logging(LoggingSettings(level="WARNING", format="json"))
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["signal"] == "SIGTERM1234" and first["note"] == "xTERM1234 and TERM1234_suffix"
+    assert second["header"] == "Bearer ***" and second["url"] == "http://u:***@manager/x?key=***&a=1"
+    assert second["body"] == '{"secret": "***"}'
+
+
+def test_a_secret_too_short_to_mask_is_refused_at_start_naming_its_key(tmp_path, capsys):
+    """A one-letter secret would mask letters everywhere: refused (exit 2) naming the key or variable."""
+    from tests.kits.settings import config_file
+    from voicelog.cli.app import main
+
+    config = config_file(tmp_path, manager_api={"url": "http://127.0.0.1:9/xiaozhi", "secret": "S"},
+                         mqtt={"command_key": "k"})
+    assert main(["--config", str(config), "doctor"]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error: manager_api.secret is shorter than 8 characters" in err
+    assert "configuration error: mqtt.command_key is shorter than 8 characters" in err
+    broker = config_file(tmp_path, name="broker.yaml", mqtt={"password": "pw"})
+    assert main(["--config", str(broker), "backups", "list", "--json"]) == 0
+    assert "warning: mqtt.password is shorter than 8 characters" in capsys.readouterr().err

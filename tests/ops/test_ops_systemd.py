@@ -7,11 +7,13 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from tests.kits import REPO
 from tests.kits.ops import daemon_config, running_daemon, wait_until_serving
+from voicelog.services.config import load_settings
 from voicelog.services.ops import Notifier
 
 UNIT = REPO / "systemd" / "voicelog.service"
@@ -46,8 +48,10 @@ def test_unit_file_declares_notify_restart_secrets_and_hardening():
                        "PrivateTmp": "yes", "StateDirectory": "voicelog",
                        "ReadWritePaths": "/var/lib/voicelog"}.items():
         assert service[key] == value, key
-    assert ("VOICELOG__CHAT_HISTORY__BACKUP_DIR=/var/lib/voicelog/backups"
-            in unit_section("Service")["Environment"]), "spool and backups must be in the writable path"
+    service_config = load_settings(REPO / "systemd" / "config.yaml", environ={})
+    assert Path(service_config.chat_history.spool_file).is_relative_to(service["ReadWritePaths"]), \
+        "the spool and backups of the config installed with the unit must be in its writable path"
+    assert service_config.chat_history.backup_dir.startswith(service["ReadWritePaths"] + "/")
     drain_timeout = 20  # shipper.drain_timeout default: worker drain + shipper drain + cancel
     assert int(service["TimeoutStopSec"]) >= 2 * drain_timeout + 15
 

@@ -625,7 +625,7 @@ async def test_session_upload_for_unknown_mac_is_unroutable(client, manager):
 
 async def test_check_secret_tells_a_good_secret_from_a_bad_one(manager):
     """The blank-report probe says DELIVERED for the right secret, UNAUTHORIZED for a wrong one."""
-    good, bad = real_client(manager), real_client(manager, secret="nope")
+    good, bad = real_client(manager), real_client(manager, secret="not-the-secret")
     try:
         results = [await good.check_secret(), await bad.check_secret()]
     finally:
@@ -650,7 +650,7 @@ async def test_agent_id_lookup_finds_bound_devices_only(client, manager):
 
 async def test_agent_id_lookup_with_a_wrong_secret_is_none(manager):
     """A refused lookup is simply no answer, never an exception."""
-    client = real_client(manager, secret="nope")
+    client = real_client(manager, secret="not-the-secret")
     try:
         assert await client.agent_id(MAC) is None
     finally:

@@ -40,9 +40,10 @@ async def test_list_counts_each_sessions_turns_by_delivery_status(tmp_path, refe
     assert listed[session_id]["ended_at"] is not None
 
     assert cli(box, "list") == 0
-    table = capsys.readouterr().out
-    row = next(line.split() for line in table.splitlines() if session_id in line)
-    assert row[1] == MAC and row[-4:] == ["2", "2", "2", "1"]
+    header, *rows = capsys.readouterr().out.splitlines()
+    row = next(dict(zip(header.split(), line.split())) for line in rows if session_id in line)
+    assert row["mac"] == MAC and row["session"] == session_id
+    assert [row[k] for k in ("delivered", "pending", "parked", "dead-letter")] == ["2", "2", "2", "1"]
 
 
 async def test_list_filters_by_mac_status_and_time(tmp_path, reference_manager, capsys):
@@ -131,11 +132,11 @@ async def test_verify_passes_untouched_backups_and_names_each_broken_file(tmp_pa
     assert "turn #1 differs from the spool in content" in line_about(str(edited))
     assert "no backup file" in line_about(sessions[3])
     assert "not valid JSON at line 1 column 2" in line_about(str(junk))
-    assert "5 problem(s)" in lines[-1]
+    assert "5 problems" in line_about("checked ")
 
     assert cli(box, "verify", "--fix") == 1  # the unreadable stray file is nobody's: it stays
     out = capsys.readouterr().out
-    assert "rewrote 4 backup file(s) from the spool" in out and "1 problem(s)" in out
+    assert "rewrote 4 backup file(s) from the spool" in out and "1 problem," in out
     document = json.loads(edited.read_text())
     assert document["turns"][0]["content"] == "s2 turn 1" and missing.exists()
 

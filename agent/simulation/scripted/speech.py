@@ -113,18 +113,20 @@ class _ScriptedSpeechStream(stt.RecognizeStream):
 
     async def _run(self) -> None:
         audio_drained = asyncio.create_task(self._drain_audio())
+        next_utterance: asyncio.Task[_Utterance] | None = None
         try:
             while True:
-                next_utterance = asyncio.ensure_future(self._stt._utterances.get())
+                next_utterance = asyncio.create_task(self._stt._utterances.get())
                 await asyncio.wait(
                     [next_utterance, audio_drained], return_when=asyncio.FIRST_COMPLETED
                 )
                 if not next_utterance.done():  # audio input ended: the session is closing
-                    next_utterance.cancel()
                     return
                 await self._play(next_utterance.result())
         finally:
-            await utils.aio.cancel_and_wait(audio_drained)
+            # Both waiters are ours: end them, also when the stream is cancelled mid-wait (a
+            # waiter left pending would be destroyed later by the garbage collector, noisily).
+            await utils.aio.cancel_and_wait(*(t for t in (audio_drained, next_utterance) if t is not None))
 
     async def _drain_audio(self) -> None:
         # the mic is silent: frames are read only to keep the channel from growing

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import structlog
 
 from voicelog.services.config import ManagerApiSettings
+from voicelog.services.domain import SecretMask
 from voicelog.services.shipping.manager._outcome import (
     CODE_BLANK_FIELD,
     DeliveryResult,
@@ -54,6 +55,7 @@ class ManagerApiClient:
         self._transport = transport if transport is not None else AiohttpTransport(settings.timeout)
         self._clock = clock
         self._agent_ids: dict[str, tuple[str | None, float]] = {}
+        self._mask = SecretMask([settings.secret.reveal()])
 
     async def report(self, report: Report) -> DeliveryResult:
         """POST one message to the report endpoint; network trouble comes back RETRYABLE."""
@@ -152,9 +154,8 @@ class ManagerApiClient:
         return headers
 
     def _redact(self, text: str) -> str:
-        """Hide the secret should an answer or an error ever echo it back."""
-        secret = self._settings.secret.reveal()
-        return text.replace(secret, "***") if secret else text
+        """Hide the secret should an answer or an error ever echo it back (as a value, not inside words)."""
+        return self._mask.apply(text)
 
     def _log_result(self, endpoint: str, result: DeliveryResult, elapsed_ms: float,
                     **context: object) -> None:
