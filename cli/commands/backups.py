@@ -327,6 +327,8 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with private_output(args.output) as out:
             count = (write_csv if args.format == "csv" else write_json)(views, out)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): cli/app.py ends quietly with the SIGPIPE status
     except (UnsafeOutput, OSError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         print(f"voicelog: export not written: {why}", file=sys.stderr)

@@ -72,7 +72,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     sim.set_defaults(handler=cmd_simulate, quiet_logs=True)
 
     talk = commands.add_parser(
-        "talk", help="type as the child and read the toy's replies, through the production entrypoint",
+        "talk", parents=[common], help="type as the child and read the toy's replies, through the production entrypoint",
         description="A text console to the agent `start` runs (your agent.factory, or the built-in one), "
                     "with no LiveKit server: each line you type (or pipe) is the child's turn, the toy's "
                     "reply is printed, and the session is captured, remembered and delivered like a real "

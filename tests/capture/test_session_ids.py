@@ -54,7 +54,7 @@ async def test_distinct_rooms_never_share_a_session_or_a_backup_file(tmp_path, r
     assert box.spool.losses() == {"room_name_rewritten": 6}
     capsys.readouterr()
     assert cli(box, "verify") == 0
-    assert f"checked {len(ROOMS)} backup file(s) and {len(ROOMS)} session(s): OK" in capsys.readouterr().out
+    assert f"checked {len(ROOMS)} backup files and {len(ROOMS)} sessions: OK" in capsys.readouterr().out
 
 
 def test_a_rewritten_id_can_never_be_a_room_name_used_as_it_is():

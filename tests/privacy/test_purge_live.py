@@ -118,7 +118,7 @@ async def test_turns_an_older_version_left_without_a_session_are_shown_repaired_
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output = (await process.communicate())[0].decode()
     assert process.returncode == 0, output
-    assert "3 turn(s) of 1 session(s) had no session row" in output
+    assert "3 turns of 1 session had no session row" in output
     assert [r["content"] for r in await reference_manager.rows(stranded)] == ["one", "two", "three"]
     spool = host_spool(box.settings)
     assert spool.orphans() == [] and spool.status_counts() == {"delivered": 3}

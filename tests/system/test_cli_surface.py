@@ -28,7 +28,9 @@ def test_config_and_env_file_work_before_or_after_any_command_and_every_help_nam
     assert {words for words, _ in commands} >= {("simulate",), ("ship",), ("start",), ("doctor",), ("top",),
                                                 ("backups", "list"), ("backups", "verify")}
     for words, sub in commands:
-        required = ["SESSION"] if words[-1] == "show" else []
+        mac = ["--mac", "68:25:dd:ba:39:78"]
+        required = {("backups", "show"): ["SESSION"], ("memory", "show"): mac, ("memory", "forget"): mac,
+                    ("talk",): mac}.get(words, [])
         after = parser.parse_args([*words, *required, "--config", "c.yaml", "--env-file", "e.env"])
         before = parser.parse_args(["--config", "c.yaml", "--env-file", "e.env", *words, *required])
         assert (after.config, after.env_file) == (before.config, before.env_file) == ("c.yaml", "e.env"), words
