@@ -82,15 +82,30 @@ def _mac_hasher(enabled: bool) -> structlog.types.Processor:
     return hash_mac
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """A stream handler bound to sys.stderr as it is when a line is written, not when it was made."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:  # the base class assigns it once; sys.stderr wins
+        pass
+
+
 def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
                       stream: TextIO | None = None) -> None:
     """Set up structlog and route the standard library's logs (livekit's) through it."""
     global _mask
-    stream = stream or sys.stderr
     _secrets.clear()
     _mask = SecretMask()
     add_secrets(*secrets)
-    as_json = settings.format == LogFormat.JSON or (settings.format == LogFormat.AUTO and not _is_tty(stream))
+    shown_on = stream or sys.stderr
+    as_json = settings.format == LogFormat.JSON or (settings.format == LogFormat.AUTO and not _is_tty(shown_on))
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -101,7 +116,7 @@ def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False) if as_json
-        else structlog.dev.ConsoleRenderer(colors=_is_tty(stream)))
+        else structlog.dev.ConsoleRenderer(colors=_is_tty(shown_on)))
     structlog.configure(
         # Drop below-level events first, before any processor runs (capture logs at DEBUG).
         processors=[structlog.stdlib.filter_by_level, *shared, structlog.processors.format_exc_info,
@@ -110,7 +125,9 @@ def configure_logging(settings: LoggingSettings, *, secrets: Iterable[str] = (),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream)
+    # Without a given stream, write to whatever sys.stderr is at the time of the event, so that a
+    # live view (rich's Live redirects stderr) prints log lines above itself instead of over it.
+    handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     *([structlog.processors.format_exc_info] if as_json else []),

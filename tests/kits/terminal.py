@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +53,13 @@ class Pane:
     def text(self) -> str:
         return "\n".join(self.lines())
 
-    def wait_for(self, needle: str, timeout: float = 60) -> str:
-        """The screen once ``needle`` shows on it; fails with the screen after ``timeout``."""
+    def wait_for(self, needle: str | Callable[[str], object], timeout: float = 60) -> str:
+        """The screen once ``needle`` shows on it (or the predicate holds); fails with the screen after ``timeout``."""
+        holds = needle if callable(needle) else (lambda text: needle in text)
         deadline = time.monotonic() + timeout
         while True:
             text = self.text()
-            if needle in text:
+            if holds(text):
                 return text
             if time.monotonic() > deadline:
                 raise AssertionError(f"{needle!r} not on screen after {timeout}s:\n{text}")
