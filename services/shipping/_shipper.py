@@ -166,7 +166,9 @@ class Shipper:
             if self.gate.refused.is_set():
                 self.summary.stop(StopReason.SECRET_REFUSED, self.gate.last_reason or "secret refused")
             elif self.gate.misdirected.is_set():
-                self.summary.stop(StopReason.MISDIRECTED, self.gate.describe())
+                # The stop sentence names the endpoint's fault; the reason adds the URL and the answer.
+                self.summary.stop(StopReason.MISDIRECTED,
+                                  f"{self.settings.manager_api.url}: {self.gate.last_reason or 'no Manager answer'}")
             elif self._gave_up.is_set() and stop_when_silent:
                 self.summary.stop(StopReason.UNREACHABLE, self._silence)
             elif not finished:

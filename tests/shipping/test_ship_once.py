@@ -77,6 +77,20 @@ async def test_a_manager_that_is_down_ends_the_run_with_exit_5_within_the_deadli
     assert statuses(config, session_id) == {"pending": 4}
 
 
+async def test_a_wrong_context_path_ends_the_run_with_exit_5_naming_the_url_once(tmp_path, reference_manager):
+    """manager_api.url with /toy against a /xiaozhi Manager: exit 5, one sentence naming the URL and the 404."""
+    await reference_manager.bind_device(MAC)
+    wrong = reference_manager.url.replace("/xiaozhi", "/toy")
+    config, session_id = box_with_turns(tmp_path, reference_manager, manager_api={"url": wrong})
+    code, out, _ = await ship_once(config)
+    assert code == 5, out
+    assert f"stopped early: the endpoint does not answer as the Manager ({wrong}: HTTP 404" in out
+    assert out.count("does not answer as the Manager") == 1, out
+    assert "check manager_api.url (the context path)" in out and "nothing was lost" in out
+    assert statuses(config, session_id) == {"pending": 4}
+    assert await reference_manager.rows() == []
+
+
 async def test_a_manager_slower_than_the_timeout_ends_the_run_by_the_deadline(tmp_path, reference_manager):
     """Answers slower than manager_api.timeout: the run stops at --deadline (+ one request), exit 5."""
     await reference_manager.bind_device(MAC)
