@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from voicelog.handlers.audio_tap import AudioTap
 from voicelog.services.capture import ChatHistoryService
 from voicelog.services.domain import (
     ChatType,
@@ -71,8 +72,9 @@ def _guarded(method: Callable[..., None]) -> Callable[..., None]:
 class ChatCapture:
     """Attach to an AgentSession and store every user turn and agent reply through the service."""
 
-    def __init__(self, service: ChatHistoryService) -> None:
+    def __init__(self, service: ChatHistoryService, audio: AudioTap | None = None) -> None:
         self.service = service
+        self.audio = audio  # with audio.enabled: each user turn's clip is cut when it is committed
         self.errors = 0
         self._open_user_turns: list[_UserTurn] = []
         self._closing: asyncio.Future[None] | None = None
@@ -155,6 +157,8 @@ class ChatCapture:
         else:
             meta = _meta(item, pending.language)
             self.service.update_turn(pending.turn, text or pending.text, seal=True, meta=meta or None)
+            if self.audio is not None:  # after the text is durable: audio never holds it back
+                self.audio.turn_committed(pending.turn.seq, item)
         self._open_deferred_replies()  # the typed message is stored: now its reply's place
 
     def _take_matching_user_turn(self, text: str) -> _UserTurn | None:
@@ -192,6 +196,8 @@ class ChatCapture:
         for pending in self._open_user_turns:
             self.service.update_turn(pending.turn, pending.text, seal=True)
         self._open_user_turns.clear()
+        if self.audio is not None:
+            await self.audio.drain()  # the last turns' clips are stored before the session ends
         await self.service.cleanup(reason)
 
 
