@@ -18,8 +18,8 @@ from voicelog.services.spool import _queries as q
 from voicelog.services.spool._spool import Spool
 
 # Box-wide counters in the meta table (read by /metrics, `voicelog stats` and support).
-SKIPPED_FULL = "clips_skipped_full"  # clips not kept because the box's clips were at the cap
-UNREADABLE = "clips_unreadable"  # clips that could not be read or decoded: the turn went without audio
+CLIPS_SKIPPED_FULL = "clips_skipped_full"  # clips not kept because the box's clips were at the cap
+CLIPS_UNREADABLE = "clips_unreadable"  # clips that could not be read or decoded: the turn went without audio
 
 
 class ClipUnreadable(ValueError):
@@ -66,7 +66,7 @@ class ClipStore:
                                               session_id, seq, len(stored), max_bytes)).rowcount == 1
             if not filled:
                 db.execute(q.CLIP_DROP, (session_id, seq))
-                db.execute(q.COUNTER_ADD, (SKIPPED_FULL, 1))
+                db.execute(q.COUNTER_ADD, (CLIPS_SKIPPED_FULL, 1))
         return filled
 
     def drop(self, session_id: str, seq: int) -> None:
@@ -79,14 +79,14 @@ class ClipStore:
 
     def count_skipped(self) -> None:
         """Count a clip not kept because the box was full."""
-        self.spool.connection.db.execute(q.COUNTER_ADD, (SKIPPED_FULL, 1))
+        self.spool.connection.db.execute(q.COUNTER_ADD, (CLIPS_SKIPPED_FULL, 1))
 
     def count_unreadable(self) -> None:
         """Count a clip that could not be read: its turn was delivered without audio."""
-        self.spool.connection.db.execute(q.COUNTER_ADD, (UNREADABLE, 1))
+        self.spool.connection.db.execute(q.COUNTER_ADD, (CLIPS_UNREADABLE, 1))
 
     def counter(self, key: str) -> int:
-        """A box-wide clip counter (``SKIPPED_FULL``, ``UNREADABLE``)."""
+        """A box-wide clip counter (``CLIPS_SKIPPED_FULL``, ``CLIPS_UNREADABLE``)."""
         row = self.spool.connection.db.execute(q.COUNTER_GET, (key,)).fetchone()
         return int(row[0]) if row else 0
 

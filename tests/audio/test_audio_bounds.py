@@ -16,7 +16,8 @@ from voicelog.agent.wiring import host_spool
 from voicelog.services.audio import AudioRing, ClipError, decode_clip, encode_clip, pcm_seconds
 from voicelog.services.capture import ChatHistoryService, ClipKeeper
 from voicelog.services.domain import ChatType, resolve_identity
-from voicelog.services.spool import ClipStore
+from voicelog.services.ops import Metrics, SpoolStats
+from voicelog.services.spool import CLIPS_SKIPPED_FULL, ClipStore
 
 RATE = 16_000
 
@@ -69,10 +70,18 @@ async def test_the_box_cap_holds_over_a_long_run_and_text_is_never_affected(tmp_
         count, size = store.totals()
         assert count == kept and 0 < size <= settings.audio.max_bytes
         assert skipped == 300 - kept and skipped > 200
-        assert store.counter("clips_skipped_full") == skipped
+        assert store.counter(CLIPS_SKIPPED_FULL) == skipped
         assert spool.status_counts()["pending"] == 300  # every turn's text, clip or not
     finally:
         spool.close()
+    stats, metrics = SpoolStats(settings.chat_history.spool_file), Metrics()
+    try:
+        metrics.apply(stats.read())
+    finally:
+        stats.close()
+    scraped = metrics.render().decode()
+    assert f'voicelog_audio_clips_skipped_total{{reason="box_full"}} {float(skipped)}' in scraped
+    assert f"voicelog_audio_clips {float(kept)}" in scraped and f"voicelog_audio_clip_bytes {float(size)}" in scraped
 
 
 async def test_a_session_over_the_cap_keeps_all_its_text(tmp_path):
@@ -85,7 +94,7 @@ async def test_a_session_over_the_cap_keeps_all_its_text(tmp_path):
     try:
         count, size = ClipStore(spool).totals()
         assert size <= settings.audio.max_bytes and count < 9
-        assert ClipStore(spool).counter("clips_skipped_full") == 9 - count
+        assert ClipStore(spool).counter(CLIPS_SKIPPED_FULL) == 9 - count
     finally:
         spool.close()
 

@@ -16,7 +16,7 @@ import pytest
 from tests.kits.settings import delivery_settings
 from voicelog.agent.simulation.run import SimulatedDevice, simulate
 from voicelog.agent.wiring import host_spool
-from voicelog.services.spool import ClipStore
+from voicelog.services.spool import CLIPS_UNREADABLE, ClipStore
 
 MAC = "68:25:dd:ba:39:78"
 TIME_SCALE = 0.5  # utterances of about 1 s: long enough to measure, short enough to run quickly
@@ -107,7 +107,7 @@ async def test_a_corrupt_clip_is_sent_without_audio_and_its_text_still_goes(tmp_
     assert [bool(r["audio_id"]) for r in rows if r["chat_type"] == 1] == [False, True]
     spool = host_spool(settings)
     try:
-        assert ClipStore(spool).counter("clips_unreadable") == 1
+        assert ClipStore(spool).counter(CLIPS_UNREADABLE) == 1
     finally:
         spool.close()
 
