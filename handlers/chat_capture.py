@@ -155,10 +155,13 @@ class ChatCapture:
         if pending is None:
             self.service.add_message(ChatType.USER, text, meta=_meta(item) or None)
         else:
+            if self.audio is not None:
+                # The clip's place is reserved before the turn is sealed, so a shipper never sees the
+                # turn deliverable without knowing a clip is coming; a cut and one INSERT, and it
+                # never raises: the text below is stored whatever happens to the audio.
+                self.audio.turn_committed(pending.turn.seq, item)
             meta = _meta(item, pending.language)
             self.service.update_turn(pending.turn, text or pending.text, seal=True, meta=meta or None)
-            if self.audio is not None:  # after the text is durable: audio never holds it back
-                self.audio.turn_committed(pending.turn.seq, item)
         self._open_deferred_replies()  # the typed message is stored: now its reply's place
 
     def _take_matching_user_turn(self, text: str) -> _UserTurn | None:

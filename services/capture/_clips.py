@@ -82,10 +82,13 @@ class ClipKeeper:
     async def _store(self, seq: int, encoding: asyncio.Future[bytes], seconds: float) -> None:
         try:
             clip = await encoding
-            if self.store.fill(self.session_id, seq, clip, seconds, self.settings.max_bytes):
+            stored = self.store.fill(self.session_id, seq, clip, seconds, self.settings.max_bytes)
+            if stored:
                 self.stats.kept += 1
-            else:
+            elif stored is False:
                 self._skipped_full(seq)
+            else:
+                self.stats.failed += 1  # erased meanwhile, or its turn already went without it
         except Exception as exc:  # noqa: BLE001 - a clip that cannot be kept must never reach the voice loop
             with contextlib.suppress(*STORAGE_ERRORS):
                 self.store.drop(self.session_id, seq)

@@ -54,6 +54,7 @@ class ClipAttacher:
             self.unreadable += 1
             with contextlib.suppress(*STORAGE_ERRORS):
                 self.clips.count_unreadable()
+                self.clips.drop(turn.session_id, turn.seq)  # never finished: its place goes with it
             log.warning("audio_clip_unreadable_sent_without", session_id=turn.session_id, seq=turn.seq,
                         error=str(exc)[:300])
             return None

@@ -57,21 +57,26 @@ class ClipStore:
         cursor = self.spool.connection.db.execute(q.CLIP_RESERVE, (session_id, seq, now_ms, session_id, seq))
         return cursor.rowcount == 1
 
-    def fill(self, session_id: str, seq: int, clip: bytes, seconds: float, max_bytes: int) -> bool:
-        """Store the encoded clip (sealed when encryption is on); False, and no clip, at the cap."""
+    def fill(self, session_id: str, seq: int, clip: bytes, seconds: float, max_bytes: int) -> bool | None:
+        """Store the encoded clip (sealed when encryption is on).
+
+        True: stored. False: the box's clips are at the cap (no clip, counted). None: its place
+        is gone (the turn was erased, or delivery gave up waiting for it).
+        """
         stored = self.spool.cipher.seal_bytes(clip) if self.spool.cipher is not None else clip
         digest = hashlib.sha256(stored).hexdigest()
         with self.spool.connection.write() as db:
-            filled = db.execute(q.CLIP_FILL, (stored, len(stored), round(seconds, 3), digest,
-                                              session_id, seq, len(stored), max_bytes)).rowcount == 1
-            if not filled:
-                db.execute(q.CLIP_DROP, (session_id, seq))
-                db.execute(q.COUNTER_ADD, (CLIPS_SKIPPED_FULL, 1))
-        return filled
+            if db.execute(q.CLIP_FILL, (stored, len(stored), round(seconds, 3), digest,
+                                        session_id, seq, len(stored), max_bytes)).rowcount == 1:
+                return True
+            if db.execute(q.CLIP_DROP_UNFILLED, (session_id, seq)).rowcount == 0:
+                return None
+            db.execute(q.COUNTER_ADD, (CLIPS_SKIPPED_FULL, 1))
+        return False
 
     def drop(self, session_id: str, seq: int) -> None:
-        """Give up a reserved clip (encoding failed)."""
-        self.spool.connection.db.execute(q.CLIP_DROP, (session_id, seq))
+        """Give up a reserved clip (encoding failed, or delivery stopped waiting for it)."""
+        self.spool.connection.db.execute(q.CLIP_DROP_UNFILLED, (session_id, seq))
 
     def is_full(self, max_bytes: int) -> bool:
         """The box's clips are at the cap already (checked before encoding, to spare the work)."""

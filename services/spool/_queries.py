@@ -213,7 +213,7 @@ CLIP_RESERVE = ("INSERT OR IGNORE INTO clips (session_id, seq, created_ms) SELEC
 # job processes filling at once cannot both pass it).
 CLIP_FILL = ("UPDATE clips SET data=?, bytes=?, seconds=?, digest=? WHERE session_id=? AND seq=?"
              " AND data IS NULL AND (SELECT COALESCE(SUM(bytes), 0) FROM clips) + ? <= ?")
-CLIP_DROP = "DELETE FROM clips WHERE session_id=? AND seq=?"
+CLIP_DROP_UNFILLED = "DELETE FROM clips WHERE session_id=? AND seq=? AND data IS NULL"
 CLIP_GET = "SELECT CAST(data AS BLOB), digest, created_ms, seconds, bytes FROM clips WHERE session_id=? AND seq=?"
 CLIPS_TOTAL = "SELECT COUNT(data), COALESCE(SUM(bytes), 0) FROM clips"
 CLIPS_OF_SESSION = "SELECT seq, seconds, bytes, data IS NULL FROM clips WHERE session_id=? ORDER BY seq"
