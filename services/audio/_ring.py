@@ -39,15 +39,19 @@ class AudioRing:
 
     def cut(self, start: float, end: float) -> bytes:
         """The audio received between wall-clock ``start`` and ``end``, in order."""
-        out = bytearray()
-        for ends_at, pcm in self._chunks:
+        # Newest first, stopping at the first chunk wholly before ``start``: the cost follows the
+        # clip's length, not the ring's (a turn is cut on the voice loop).
+        parts = []
+        for ends_at, pcm in reversed(self._chunks):
+            if ends_at <= start:
+                break
             begins_at = ends_at - len(pcm) / _BYTES_PER_SECOND
-            if ends_at <= start or begins_at >= end:
+            if begins_at >= end:
                 continue
             first = max(0, int((start - begins_at) * CLIP_RATE)) * 2
             last = min(len(pcm), int((end - begins_at) * CLIP_RATE) * 2)
-            out += pcm[first:last]
-        return bytes(out)
+            parts.append(pcm[first:last])
+        return b"".join(reversed(parts))
 
     def clear(self) -> None:
         """Forget everything held."""

@@ -80,7 +80,8 @@ class ClipStore:
 
     def is_full(self, max_bytes: int) -> bool:
         """The box's clips are at the cap already (checked before encoding, to spare the work)."""
-        return self.totals()[1] >= max_bytes
+        row = self.spool.connection.db.execute(q.CLIP_BYTES).fetchone()
+        return row is not None and int(row[0]) >= max_bytes
 
     def count_skipped(self) -> None:
         """Count a clip not kept because the box was full."""

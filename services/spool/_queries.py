@@ -212,7 +212,8 @@ CLIP_RESERVE = ("INSERT OR IGNORE INTO clips (session_id, seq, created_ms) SELEC
 # Filled only while the box's clips stay within the cap (checked in the same statement, so two
 # job processes filling at once cannot both pass it).
 CLIP_FILL = ("UPDATE clips SET data=?, bytes=?, seconds=?, digest=? WHERE session_id=? AND seq=?"
-             " AND data IS NULL AND (SELECT COALESCE(SUM(bytes), 0) FROM clips) + ? <= ?")
+             " AND data IS NULL AND (SELECT CAST(value AS INTEGER) FROM meta WHERE key='clip_bytes') + ? <= ?")
+CLIP_BYTES = "SELECT CAST(value AS INTEGER) FROM meta WHERE key='clip_bytes'"
 CLIP_DROP_UNFILLED = "DELETE FROM clips WHERE session_id=? AND seq=? AND data IS NULL"
 CLIP_GET = "SELECT CAST(data AS BLOB), digest, created_ms, seconds, bytes FROM clips WHERE session_id=? AND seq=?"
 CLIPS_TOTAL = "SELECT COUNT(data), COALESCE(SUM(bytes), 0) FROM clips"

@@ -86,6 +86,7 @@ async def test_retention_removes_expired_sessions_clips(tmp_path):
                        now_ms=later, include_undelivered=True)
         assert [s.session_id for s in report.removed] == [session_id]
         assert ClipStore(spool).totals() == (0, 0)
+        assert not ClipStore(spool).is_full(1)  # the running total the cap is checked against followed
         spool.checkpoint()
     finally:
         spool.close()
