@@ -6,6 +6,7 @@ so each user turn's clip can be checked against the utterance it should hold.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import sqlite3
 import wave
@@ -122,3 +123,22 @@ async def test_session_mode_sends_no_audio_and_says_so(tmp_path, reference_manag
     rows = await reference_manager.rows(summary.session_ids[0])
     assert len(rows) == 2 and all(r["audio_id"] is None for r in rows)
     assert caplog.text.count("audio_not_sent_in_session_mode") == 1
+
+
+async def test_a_replayed_turn_carries_its_audio_again(tmp_path, reference_manager):
+    """`backups replay --force` re-sends the identical record: the child's rows come with their audio."""
+    from voicelog.cli.app import main
+
+    await reference_manager.bind_device(MAC, chat_history_conf=2)
+    settings = delivery_settings(tmp_path, reference_manager, audio=AUDIO_ON)
+    summary = await simulate(settings, [SimulatedDevice(MAC, SCRIPT[:1])], time_scale=TIME_SCALE)
+    assert summary.delivery == {"delivered": 2}
+    session_id = summary.session_ids[0]
+    code = await asyncio.to_thread(main, ["--config", str(tmp_path / "voicelog-test.yaml"), "backups", "replay",
+                                          "--session", session_id, "--force"])
+    assert code == 0
+    rows = await reference_manager.rows(session_id)
+    user_rows = [r for r in rows if r["chat_type"] == 1]
+    assert len(rows) == 4 and len(user_rows) == 2 and all(r["audio_id"] for r in user_rows)
+    first, again = [await reference_manager.audio(r["audio_id"]) for r in user_rows]
+    assert first == again
