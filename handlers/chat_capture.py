@@ -141,6 +141,8 @@ class ChatCapture:
                     if getattr(item, "type", None) == "message" and item.role == "assistant"]
         text = "\n".join(t for t in (clean_transcript(m.text_content) for m in messages) if t)
         interrupted = any(m.interrupted for m in messages) or bool(handle.interrupted)
+        if self.audio is not None and self.audio.settings.replies and text:
+            self.audio.reply_done(reply.seq, handle, messages)  # reserved before the seal, as a child's
         self.service.update_turn(reply, text, interrupted=interrupted, seal=True,
                                  meta=_reply_meta(messages))
 

@@ -307,6 +307,9 @@ class AudioSettings(_Frozen):
         "agent received) and send it as audioBase64 (16 kHz mono 16-bit WAV) on that turn's report.\n"
         "Off: no audio is teed, stored or sent. Children's voices: turn on only when asked to; the\n"
         "Manager keeps it only for agents with chat_history_conf 2. Session mode sends no audio."))
+    replies: Flag = Field(False, description=(
+        "Also keep the toy's reply audio as played (cut where the child interrupted it) and send it\n"
+        "on the reply's report. Needs enabled."))
     max_seconds: Number = Field(30.0, gt=0, le=300, description=(
         "Longest clip kept per turn in seconds; a longer turn keeps its first max_seconds."))
     max_mb: Number = Field(200, gt=0, description=(

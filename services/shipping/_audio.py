@@ -1,4 +1,4 @@
-"""A user turn's clip as the Manager takes it: ``audioBase64``, a 16 kHz mono 16-bit WAV.
+"""A turn's clip (the child's; with ``audio.replies`` the toy's too) as the Manager takes it: ``audioBase64``, a 16 kHz mono 16-bit WAV.
 
 Read from the spool when the turn is sent (so every retry sends the same audio), unsealed,
 decoded from Opus and wrapped as WAV on a worker thread. A clip still being encoded when its
@@ -42,7 +42,7 @@ class ClipAttacher:
 
     async def audio_for(self, turn: Turn) -> str | None:
         """The turn's clip as base64 WAV; None when it has none or it cannot be read (counted)."""
-        if turn.chat_type != ChatType.USER:
+        if turn.chat_type != ChatType.USER and not (turn.chat_type == ChatType.AGENT and self.settings.replies):
             return None
         try:
             stored = await self._finished(turn)

@@ -142,3 +142,24 @@ async def test_a_replayed_turn_carries_its_audio_again(tmp_path, reference_manag
     assert len(rows) == 4 and len(user_rows) == 2 and all(r["audio_id"] for r in user_rows)
     first, again = [await reference_manager.audio(r["audio_id"]) for r in user_rows]
     assert first == again
+
+
+async def test_with_replies_on_the_toys_audio_goes_too_cut_where_the_child_interrupted(tmp_path,
+                                                                                     reference_manager):
+    """audio.replies: each reply's row carries its audio as played; a barged-in reply's is shorter than its text's."""
+    from voicelog.agent.simulation.scripted import SECONDS_PER_CHAR
+
+    await reference_manager.bind_device(MAC, chat_history_conf=2)
+    long_reply = "Once upon a time there was a small dragon who loved to read books in a cave by the sea."
+    script = ({"user": "Tell me a story please", "agent": long_reply, "barge_in_after_chars": 20},
+              {"user": "Stop, what about cats", "agent": "Cats like naps."})
+    settings = delivery_settings(tmp_path, reference_manager, audio={**AUDIO_ON, "replies": True})
+    summary = await simulate(settings, [SimulatedDevice(MAC, script)], time_scale=TIME_SCALE)
+    assert summary.delivery == {"delivered": 4}
+    rows = await reference_manager.rows(summary.session_ids[0])
+    assert [r["chat_type"] for r in rows] == [1, 2, 1, 2] and all(r["audio_id"] for r in rows)
+    cut_reply, full_reply = [wav_of(await reference_manager.audio(r["audio_id"])) for r in rows[1::2]]
+    assert cut_reply[0] == full_reply[0] == (1, 2, 16_000)
+    full_length = len(long_reply) * SECONDS_PER_CHAR * TIME_SCALE
+    assert 0.1 < cut_reply[1] < full_length - 0.5, (cut_reply[1], full_length)
+    assert abs(full_reply[1] - len("Cats like naps.") * SECONDS_PER_CHAR * TIME_SCALE) <= 0.3, full_reply[1]
