@@ -36,11 +36,18 @@ def attach_capture(session: Any, identity: DeviceIdentity, settings: Settings, s
     history = settings.chat_history
     backups = BackupWriter(history.backup_dir, fsync=history.durability == Durability.POWER)
     service = ChatHistoryService(spool, identity, history, backups=backups, on_flush=on_flush)
-    audio = None
-    if settings.audio.enabled:  # off: no frame is teed, nothing cut, stored or sent
-        keeper = ClipKeeper(spool, settings.audio, identity.session_id)
-        audio = AudioTap(keeper, settings.audio).attach(session)
-    return ChatCapture(service, audio).attach(session)
+    return ChatCapture(service, _audio_tap(session, identity, settings, spool)).attach(session)
+
+
+def _audio_tap(session: Any, identity: DeviceIdentity, settings: Settings, spool: Spool) -> AudioTap | None:
+    """The session's audio tap when audio.enabled (off: no frame is teed, nothing cut, stored or sent)."""
+    if not settings.audio.enabled:
+        return None
+    try:
+        return AudioTap(ClipKeeper(spool, settings.audio, identity.session_id), settings.audio).attach(session)
+    except Exception:  # noqa: BLE001 - audio must never stop a child's session, nor its text capture
+        log.exception("audio_tap_not_attached", session_id=identity.session_id)
+        return None
 
 
 def host_spool(settings: Settings, *, busy_timeout_ms: int = 5000) -> Spool:

@@ -347,6 +347,15 @@ class Settings(_Frozen):
     audio: AudioSettings = Field(default_factory=AudioSettings)
     source: str = Field("<defaults>", description="The file these settings were read from, or <defaults>.")
 
+    @model_validator(mode="after")
+    def _clips_leave_room_for_text(self) -> Settings:
+        # Clips live in the spool, so its cap covers them: they must never crowd text out.
+        if self.audio.enabled and self.audio.max_mb > self.chat_history.spool_max_mb / 2:
+            raise ValueError(f"audio.max_mb ({self.audio.max_mb:g}) must be at most half of "
+                             f"chat_history.spool_max_mb ({self.chat_history.spool_max_mb}): clips share the "
+                             "spool's cap and must leave room for text")
+        return self
+
     def notices(self) -> list[str]:
         """Settings that are allowed but worth a warning at start, one line each."""
         found = []
