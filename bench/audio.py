@@ -47,7 +47,7 @@ def _frames(seconds: float) -> list[Any]:
 async def _round(audio: bool, sessions: int, turns: int, work: Path) -> dict[str, list[int]]:
     from voicelog.handlers.audio_tap import AudioTap
 
-    settings = bench_settings(work, audio={"enabled": audio, "max_mb": 10_000})
+    settings = bench_settings(work, audio={"enabled": audio, "max_mb": 500})
     spool = open_spool(work / "spool.db")
     frames = _frames(SPEECH_S)
     seen: dict[str, list[int]] = {"turn_end": [], "frame": [], "lag": []}
