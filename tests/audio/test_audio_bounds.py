@@ -113,3 +113,17 @@ async def test_a_turn_longer_than_max_seconds_keeps_its_first_max_seconds(tmp_pa
                                        max_seconds=clip.seconds)) == pytest.approx(0.5, abs=0.03)
     finally:
         spool.close()
+
+
+def test_the_ring_leaves_a_pause_out_and_keeps_jittery_frames_in_order():
+    """A pause in the input is absent from a cut; frames arriving 30 ms early or late keep their place."""
+    ring = AudioRing(seconds=10.0)
+    sample = b"\x01\x00" * 320  # 20 ms
+    for k in range(1, 51):  # 1 s of frames with +-30 ms of arrival jitter
+        ring.push(sample, received_at=k * 0.02 + (0.03 if k % 3 == 0 else -0.01 if k % 3 == 1 else 0.0))
+    for k in range(1, 26):  # then nothing for 2 s, then 0.5 s more
+        ring.push(b"\x02\x00" * 320, received_at=3.0 + k * 0.02)
+    assert pcm_seconds(ring.cut(0.0, 1.0)) == pytest.approx(1.0, abs=0.04)
+    assert ring.cut(1.2, 2.9) == b""  # the pause
+    later = ring.cut(2.9, 4.0)
+    assert pcm_seconds(later) == pytest.approx(0.5, abs=0.001) and set(later[::2]) == {2}
