@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
-from voicelog.services.config import ApiMode, AudioSettings, ManagerApiSettings, ReportTimeUnit, ShipperSettings
+from voicelog.services.config import (
+    ApiMode,
+    AudioSettings,
+    ManagerApiSettings,
+    ReportTimeUnit,
+    ShipperSettings,
+)
 from voicelog.services.domain import SessionRecord, Turn, TurnStatus, first_of, wall_ms
 from voicelog.services.sealing import ContentKeyError, is_sealed
 from voicelog.services.shipping._audio import ClipAttacher
