@@ -100,9 +100,15 @@ class AudioTap:
             node = await node
         if node is None:
             return
-        async for frame in node:
-            self._push_reply(handle, frame)
-            yield frame
+        try:
+            async for frame in node:
+                self._push_reply(handle, frame)
+                yield frame
+        finally:
+            # A reply cut short closes this generator: close the node's now, not at GC time.
+            closing = getattr(node, "aclose", None)
+            if closing is not None:
+                await closing()
 
     def _push_reply(self, handle: Any, frame: Any) -> None:
         try:
