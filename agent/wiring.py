@@ -8,10 +8,11 @@ from typing import Any
 
 import structlog
 
+from voicelog.handlers.audio_tap import AudioTap
 from voicelog.handlers.chat_capture import ChatCapture
 from voicelog.handlers.opt_out import OptedOutCapture, opted_out
 from voicelog.services.backup import BackupWriter
-from voicelog.services.capture import ChatHistoryService
+from voicelog.services.capture import ChatHistoryService, ClipKeeper
 from voicelog.services.config import Durability, Settings
 from voicelog.services.domain import DeviceIdentity
 from voicelog.services.sealing import cipher_from_settings
@@ -35,7 +36,18 @@ def attach_capture(session: Any, identity: DeviceIdentity, settings: Settings, s
     history = settings.chat_history
     backups = BackupWriter(history.backup_dir, fsync=history.durability == Durability.POWER)
     service = ChatHistoryService(spool, identity, history, backups=backups, on_flush=on_flush)
-    return ChatCapture(service).attach(session)
+    return ChatCapture(service, _audio_tap(session, identity, settings, spool)).attach(session)
+
+
+def _audio_tap(session: Any, identity: DeviceIdentity, settings: Settings, spool: Spool) -> AudioTap | None:
+    """The session's audio tap when audio.enabled (off: no frame is teed, nothing cut, stored or sent)."""
+    if not settings.audio.enabled:
+        return None
+    try:
+        return AudioTap(ClipKeeper(spool, settings.audio, identity.session_id), settings.audio).attach(session)
+    except Exception:  # noqa: BLE001 - audio must never stop a child's session, nor its text capture
+        log.exception("audio_tap_not_attached", session_id=identity.session_id)
+        return None
 
 
 def host_spool(settings: Settings, *, busy_timeout_ms: int = 5000) -> Spool:

@@ -17,6 +17,7 @@ BACKLOG_RSS_MB = 50
 PRELOAD_LOCAL_P99_MS = 5
 PRELOAD_REDIS_P99_MS = 10
 MEMORY_CAPTURE_P99_RATIO = 1.10
+AUDIO_TURN_END_P99_US = 2_000
 
 
 def _num(value: Any) -> str:
@@ -79,6 +80,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                       "context": f"client CPU {backlog['voicelog']['client_cpu_us_per_turn']} us/turn"})
     if "memory" in results:
         found += _memory_targets(results["memory"])
+    if "audio" in results:
+        found += _audio_targets(results["audio"])
     return found
 
 
@@ -99,6 +102,36 @@ def _memory_targets(section: dict[str, Any]) -> list[dict[str, Any]]:
              "met": ratio <= MEMORY_CAPTURE_P99_RATIO,
              "context": f"writer CPU {capture['writer_cpu_share']:.1%} of a core; turn to Redis p99 "
                         f"{capture['redis_lag_ms']['p99']} ms"}]
+
+
+def _audio_targets(section: dict[str, Any]) -> list[dict[str, Any]]:
+    end, codec = section["turn_end_us"], section["codec"]
+    return [{"target": f"audio on: turn-end p99 stall <= {AUDIO_TURN_END_P99_US} us (clip cut and reserved "
+                       "on the loop, encoded off it)",
+             "measured": f"{end['on']['p99']} us (off: {end['off']['p99']} us, {section['turn_end_p99_on_vs_off']}x)",
+             "met": end["on"]["p99"] <= AUDIO_TURN_END_P99_US,
+             "context": f"encode {codec['encode_ms_per_speech_s']} ms of CPU per s of speech on the audio "
+                        f"thread; loop lag p99 on/off {section['loop_lag_p99_on_vs_off']}x"}]
+
+
+def _audio(section: dict[str, Any]) -> list[str]:
+    rows = [[name, section["turn_end_us"][mode]["n"], section["turn_end_us"][mode]["p50"],
+             section["turn_end_us"][mode]["p99"], section["turn_end_us"][mode]["max"],
+             section["loop_lag_us"][mode]["p50"], section["loop_lag_us"][mode]["p99"],
+             section["loop_lag_us"][mode]["max"]]
+            for name, mode in (("audio off", "off"), ("audio on", "on"))]
+    frame, codec = section["frame_tee_us"], section["codec"]
+    return [f"### 8. Audio per turn: {section['sessions']} sessions x {section['turns_per_session']} turns of "
+            f"1.5 s speech (48 kHz frames), {section['rounds_per_mode']} alternating rounds per mode (us)", "",
+            *_table(["mode", "turns", "turn end p50", "turn end p99", "turn end max", "loop lag p50",
+                     "loop lag p99", "loop lag max"], rows), "",
+            f"- turn end p99 on/off **{section['turn_end_p99_on_vs_off']}x** (median round "
+            f"{section['median_round_p99_on_vs_off']}x); each frame's tee (resample + ring): p50 {frame['p50']}, "
+            f"p99 {frame['p99']} us; loop lag p99 on/off {section['loop_lag_p99_on_vs_off']}x",
+            f"- codec per second of speech: Opus encode **{codec['encode_ms_per_speech_s']} ms** (audio thread), "
+            f"decode to WAV {codec['decode_to_wav_ms_per_speech_s']} ms (shipper); clip "
+            f"{codec['opus_bytes_per_speech_s']} B/s on disk ({section['clip_bytes_per_speech_s']} B/s as "
+            f"stored) vs WAV {codec['wav_bytes_per_speech_s']} B/s on the wire"]
 
 
 def _ratio(a: float, b: float) -> float:
@@ -197,7 +230,7 @@ def _memory(section: dict[str, Any]) -> list[str]:
 def table(results: dict[str, Any]) -> str:
     """Every section that ran, as markdown tables, then the targets."""
     renderers = {"capture": _capture, "delivery": _delivery, "latency": _latency, "backlog": _backlog,
-                 "agent_scale": _agents, "memory": _memory}
+                 "agent_scale": _agents, "memory": _memory, "audio": _audio}
     lines: list[str] = []
     for name, render in renderers.items():
         if name in results:

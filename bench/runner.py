@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import agent_scale, backlog, capture_cost, delivery, latency, machine, memory, plot, report
+from bench import agent_scale, audio, backlog, capture_cost, delivery, latency, machine, memory, plot, report
 from bench.common import production_logging
 from bench.sizes import FULL, QUICK
 
 SECTIONS = {"capture": capture_cost, "delivery": delivery, "latency": latency, "backlog": backlog,
-            "agent_scale": agent_scale, "memory": memory}
+            "agent_scale": agent_scale, "memory": memory, "audio": audio}
 RESULTS = Path(__file__).resolve().parent / "results"
 MARKDOWN = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from voicelog.handlers.audio_tap import AudioTap
 from voicelog.services.capture import ChatHistoryService
 from voicelog.services.domain import (
     ChatType,
@@ -71,8 +72,9 @@ def _guarded(method: Callable[..., None]) -> Callable[..., None]:
 class ChatCapture:
     """Attach to an AgentSession and store every user turn and agent reply through the service."""
 
-    def __init__(self, service: ChatHistoryService) -> None:
+    def __init__(self, service: ChatHistoryService, audio: AudioTap | None = None) -> None:
         self.service = service
+        self.audio = audio  # with audio.enabled: each user turn's clip is cut when it is committed
         self.errors = 0
         self._open_user_turns: list[_UserTurn] = []
         self._closing: asyncio.Future[None] | None = None
@@ -139,6 +141,8 @@ class ChatCapture:
                     if getattr(item, "type", None) == "message" and item.role == "assistant"]
         text = "\n".join(t for t in (clean_transcript(m.text_content) for m in messages) if t)
         interrupted = any(m.interrupted for m in messages) or bool(handle.interrupted)
+        if self.audio is not None and self.audio.settings.replies and text:
+            self.audio.reply_done(reply.seq, handle, messages)  # reserved before the seal, as a child's
         self.service.update_turn(reply, text, interrupted=interrupted, seal=True,
                                  meta=_reply_meta(messages))
 
@@ -153,6 +157,11 @@ class ChatCapture:
         if pending is None:
             self.service.add_message(ChatType.USER, text, meta=_meta(item) or None)
         else:
+            if self.audio is not None:
+                # The clip's place is reserved before the turn is sealed, so a shipper never sees the
+                # turn deliverable without knowing a clip is coming; a cut and one INSERT, and it
+                # never raises: the text below is stored whatever happens to the audio.
+                self.audio.turn_committed(pending.turn.seq, item)
             meta = _meta(item, pending.language)
             self.service.update_turn(pending.turn, text or pending.text, seal=True, meta=meta or None)
         self._open_deferred_replies()  # the typed message is stored: now its reply's place
@@ -192,6 +201,8 @@ class ChatCapture:
         for pending in self._open_user_turns:
             self.service.update_turn(pending.turn, pending.text, seal=True)
         self._open_user_turns.clear()
+        if self.audio is not None:
+            await self.audio.drain()  # the last turns' clips are stored before the session ends
         await self.service.cleanup(reason)
 
 

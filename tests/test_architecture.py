@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("services._face",),
     ("services.domain",),
     ("services.config",),
-    ("services.sealing",),
+    ("services.sealing", "services.audio"),
     ("services.backup",),
     ("services.spool",),
     ("services.capture", "services.shipping", "services.memory"),

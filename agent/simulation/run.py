@@ -198,7 +198,10 @@ async def _one_session(run: _Run, index: int, device: SimulatedDevice) -> ChatCa
     identity = resolve_identity(device.room(), attributes, device.mac)
     captures: list[Any] = []
 
+    sessions: list[Any] = []
+
     def attach(session: Any) -> None:
+        sessions.append(session)
         captures.append(attach_capture(session, identity, run.settings, run.spool, attributes=attributes,
                                        on_flush=run.wake))
 
@@ -211,11 +214,15 @@ async def _one_session(run: _Run, index: int, device: SimulatedDevice) -> ChatCa
             "store": preloaded.preload.store, "outcome": preloaded.preload.outcome.value,
             "fell_back": preloaded.preload.fell_back, "reason": preloaded.preload.reason}}
     try:
+        # With audio on, the mic hears the child (a tone while each utterance lasts), so clips are real.
         await run_conversation(list(device.turns), time_scale=run.time_scale, on_session=attach,
-                               chat_ctx=preloaded.chat_ctx)
+                               chat_ctx=preloaded.chat_ctx, voiced=run.settings.audio.enabled)
     except Exception as exc:  # noqa: BLE001 - one broken session must not end the run
         run.summary.sessions_failed += 1
         log.error("simulated_session_failed", session_id=identity.session_id, error=repr(exc))
+    if sessions and run.settings.audio.enabled:  # how long the child spoke, turn by turn (wall clock)
+        spans = getattr(sessions[0].stt, "spoken_spans", [])
+        run.summary.per_session[index]["utterance_seconds"] = [round(end - start, 3) for start, end in spans]
     if captures:
         await captures[0].close("simulation_end")
         return captures[0] if isinstance(captures[0], ChatCapture) else None

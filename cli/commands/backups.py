@@ -32,7 +32,7 @@ from voicelog.services.spool import Spool
 from voicelog.services.support import rewrite_from_spool, verify
 
 if TYPE_CHECKING:
-    from voicelog.services.support import ReplayObserver, ReplayRequest, ReplaySummary
+    from voicelog.services.support import Catalog, ReplayObserver, ReplayRequest, ReplaySummary
 
 GROUP_EPILOG = """examples:
   voicelog backups list --mac 68:25:dd:ba:39:78 --since 2d
@@ -143,6 +143,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     _add_filters(parser, ("delivered", "pending", "parked", "dead-letter"))
     parser.add_argument("--format", choices=("json", "csv"), default="json")
     parser.add_argument("--output", type=Path, help="write here (mode 0600) instead of stdout")
+    parser.add_argument("--audio", type=Path, metavar="DIR", help="also write each turn's audio clip (audio.enabled) "
+                        "as DIR/<session>_<seq>.wav, 16 kHz mono, mode 0600")
 
 
 def _add_purge(sub: argparse._SubParsersAction) -> None:
@@ -209,7 +211,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     """Print one session as a conversation."""
     from voicelog.cli.views.sessions import show_session
-    from voicelog.services.support import session_json
+    from voicelog.services.support import clip_seconds, session_json
 
     with open_catalog(settings) as catalog:
         try:
@@ -217,11 +219,12 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         except (KeyError, ValueError, BackupError) as exc:
             print(f"voicelog: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 1
+        audio = clip_seconds(catalog.spool, view.session.session_id)
     view = readable(view, settings)
     if args.json:
         print_json(session_json(view))
     else:
-        show_session(Console(), view, verbose=args.verbose)
+        show_session(Console(), view, verbose=args.verbose, audio=audio)
     return 0
 
 
@@ -324,6 +327,8 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         except (KeyError, ValueError, BackupError) as exc:
             print(f"voicelog: {str(exc).strip(chr(34))}", file=sys.stderr)
             return 1
+        if args.audio is not None and _export_audio(catalog, views, args.audio):
+            return 1
     try:
         with private_output(args.output) as out:
             count = (write_csv if args.format == "csv" else write_json)(views, out)
@@ -337,6 +342,25 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wrote {len(views)} session(s) ({count} {'rows' if args.format == 'csv' else 'sessions'}) "
               f"to {args.output}", file=sys.stderr)
     return 0
+
+
+def _export_audio(catalog: Catalog, views: list, folder: Path) -> bool:
+    """Write the sessions' clips as WAV files and say so; True when it could not."""
+    from voicelog.services.support import export_clips
+
+    if catalog.spool is None:
+        print("voicelog: no spool on this box: audio clips live only in the spool", file=sys.stderr)
+        return True
+    try:
+        written, problems = export_clips(catalog.spool, [v.session.session_id for v in views], folder)
+    except OSError as exc:
+        print(f"voicelog: audio not written: {exc.strerror or exc}", file=sys.stderr)
+        return True
+    for problem in problems:
+        print(f"voicelog: {problem.session_id} turn #{problem.seq}: audio clip not written ({problem.what})",
+              file=sys.stderr)
+    print(f"wrote {len(written)} audio clip(s) to {folder}", file=sys.stderr)
+    return False
 
 
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ The only place (with ``replay``) that draws with rich: services return records a
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from rich import box
@@ -56,7 +56,8 @@ def _ended_at(started_ms: int, ended_ms: int) -> str:
     return when(ended_ms)[11:] if when(started_ms)[:10] == when(ended_ms)[:10] else when(ended_ms)
 
 
-def show_session(console: Console, view: SessionView, *, verbose: bool = False) -> None:
+def show_session(console: Console, view: SessionView, *, verbose: bool = False,
+                 audio: Mapping[int, float] | None = None) -> None:
     """``backups show``: who said what, when, and what became of each turn."""
     s = view.session
     console.print(f"[bold]Session[/] {escape(s.session_id)}", highlight=False)
@@ -71,7 +72,10 @@ def show_session(console: Console, view: SessionView, *, verbose: bool = False) 
     where = "not in this box's spool" if view.source == "backup" else "read from the spool"
     console.print(f"Backup  {view.backup_path or 'not written yet'} ({where})", highlight=False,
                   markup=False, soft_wrap=True)
-    console.print(conversation_table(view.turns, verbose=verbose))
+    if audio:
+        console.print(f"Audio   {plural(len(audio), 'turn')} with the child's voice kept (♪; "
+                      "`backups export --audio DIR` writes them as WAV)", highlight=False)
+    console.print(conversation_table(view.turns, verbose=verbose, audio=audio or {}))
 
 
 # How ``--verbose`` names each measurement (all in ms), in the order a turn goes through them.
@@ -94,7 +98,8 @@ def measured_line(turn: Turn) -> str:
     return " · ".join(parts)
 
 
-def conversation_table(turns: Iterable[Turn], *, verbose: bool = False) -> Table:
+def conversation_table(turns: Iterable[Turn], *, verbose: bool = False,
+                       audio: Mapping[int, float] | None = None) -> Table:
     """The conversation, one row per turn, with interruptions and delivery errors marked."""
     table = Table(header_style="bold", box=box.SIMPLE_HEAD)
     table.add_column("#", justify="right")
@@ -107,6 +112,8 @@ def conversation_table(turns: Iterable[Turn], *, verbose: bool = False) -> Table
         said = Text(turn.content)
         if turn.interrupted:
             said.append(" [interrupted]", style="italic yellow")
+        if audio and turn.seq in audio:
+            said.append(f" ♪ {audio[turn.seq]:.1f} s", style="cyan")
         if verbose and measured_line(turn):
             said.append(f"\n· {measured_line(turn)}", style="dim")
         if turn.last_error and turn.status is not TurnStatus.DELIVERED:

@@ -4,5 +4,6 @@ from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_service": ("ChatHistoryService",),
+    "_clips": ("ClipKeeper", "ClipStats"),
     "_stats": ("CaptureStats",),
 })

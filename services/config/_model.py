@@ -299,6 +299,40 @@ class MemorySettings(_Frozen):
         return self.enabled and self.backend is MemoryBackend.REDIS
 
 
+class AudioSettings(_Frozen):
+    """The child's voice per turn, kept and sent as sound: off unless the operator asks for it."""
+
+    enabled: Flag = Field(False, description=(
+        "Keep what the child said in each user turn as a short Opus clip (cut from the audio the\n"
+        "agent received) and send it as audioBase64 (16 kHz mono 16-bit WAV) on that turn's report.\n"
+        "Off: no audio is teed, stored or sent. Children's voices: turn on only when asked to; the\n"
+        "Manager keeps it only for agents with chat_history_conf 2. Session mode sends no audio."))
+    replies: Flag = Field(False, description=(
+        "Also keep the toy's reply audio as played (cut where the child interrupted it) and send it\n"
+        "on the reply's report. Needs enabled."))
+    max_seconds: Number = Field(30.0, gt=0, le=300, description=(
+        "Longest clip kept per turn in seconds; a longer turn keeps its first max_seconds."))
+    max_mb: Number = Field(200, gt=0, description=(
+        "Total size of all clips on this box in MB; when full, new clips are skipped and counted\n"
+        "(text capture is never affected). Delivered clips go with retention and purge."))
+    margin_ms: Whole = Field(200, ge=0, le=2000, description=(
+        "Audio kept before the child started and after the child stopped speaking, in ms."))
+    ring_seconds: Number = Field(60.0, gt=0, le=600, description=(
+        "Seconds of received audio held in memory per session to cut clips from (16 kHz mono:\n"
+        "32 KB per second); must cover max_seconds plus the end-of-turn delay."))
+
+    @model_validator(mode="after")
+    def _ring_covers_clip(self) -> AudioSettings:
+        if self.ring_seconds < self.max_seconds + 2 * self.margin_ms / 1000:
+            raise ValueError("audio.ring_seconds must be at least max_seconds plus both margins")
+        return self
+
+    @property
+    def max_bytes(self) -> int:
+        """The clip cap in bytes."""
+        return int(self.max_mb * 1024 * 1024)
+
+
 class Settings(_Frozen):
     """All of voicelog's settings, parsed once at start and passed down."""
 
@@ -310,7 +344,17 @@ class Settings(_Frozen):
     http: HttpSettings = Field(default_factory=HttpSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
     source: str = Field("<defaults>", description="The file these settings were read from, or <defaults>.")
+
+    @model_validator(mode="after")
+    def _clips_leave_room_for_text(self) -> Settings:
+        # Clips live in the spool, so its cap covers them: they must never crowd text out.
+        if self.audio.enabled and self.audio.max_mb > self.chat_history.spool_max_mb / 2:
+            raise ValueError(f"audio.max_mb ({self.audio.max_mb:g}) must be at most half of "
+                             f"chat_history.spool_max_mb ({self.chat_history.spool_max_mb}): clips share the "
+                             "spool's cap and must leave room for text")
+        return self
 
     def notices(self) -> list[str]:
         """Settings that are allowed but worth a warning at start, one line each."""

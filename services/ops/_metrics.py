@@ -24,7 +24,14 @@ from prometheus_client import (
 )
 
 from voicelog.services.domain import UNDELIVERED, WAITING, TurnMeta, TurnStatus
-from voicelog.services.spool import PreloadCount, SpoolMemory, open_spool
+from voicelog.services.spool import (
+    CLIPS_SKIPPED_FULL,
+    CLIPS_UNREADABLE,
+    ClipStore,
+    PreloadCount,
+    SpoolMemory,
+    open_spool,
+)
 
 BACKLOG_STATUSES = UNDELIVERED
 READY_PROBE_KEY = "ready_probe_ms"
@@ -83,6 +90,13 @@ class Metrics:
         self.parked_devices = Gauge("voicelog_parked_devices", "Devices (MACs) with parked turns", registry=r)
         self.spool_max_bytes = Gauge("voicelog_spool_max_bytes", "The spool's size cap (spool_max_mb)",
                                      registry=r)
+        self.audio_clips = Gauge("voicelog_audio_clips", "Turns' audio clips held in the spool (audio.enabled)",
+                                 registry=r)
+        self.audio_clip_bytes = Gauge("voicelog_audio_clip_bytes", "Bytes those clips take (cap: audio.max_mb)",
+                                      registry=r)
+        self.audio_skipped = Counter("voicelog_audio_clips_skipped_total", "Clips not kept (their text was): "
+                                     "box_full (at audio.max_mb), unreadable (sent without audio)",
+                                     ["reason"], registry=r)
         self._livekit: Gauge | None = None
         self.manager_auth_ok.set(1)
         for event in ("captured", "delivered", "parked", "dead_letter", "skipped"):
@@ -166,6 +180,10 @@ class Metrics:
         self.sessions_active.set(snapshot.sessions_active)
         self._advance("captured", sum(snapshot.counts.values()))
         self._advance("skipped", snapshot.skipped)
+        self.audio_clips.set(snapshot.clips[0])
+        self.audio_clip_bytes.set(snapshot.clips[1])
+        self._advance("clips:box_full", snapshot.clips[2], self.audio_skipped.labels(reason="box_full"))
+        self._advance("clips:unreadable", snapshot.clips[3], self.audio_skipped.labels(reason="unreadable"))
         if snapshot is not self._applied:  # a cached snapshot applied again observes nothing twice
             self._applied = snapshot
             self.observe_turns(snapshot.measured)
@@ -215,6 +233,7 @@ class SpoolSnapshot:
     preloads: tuple[PreloadCount, ...] = ()  # memory reads at session starts, recorded by job processes
     parked_devices: int = 0
     max_bytes: int = 0  # the cap (0: none)
+    clips: tuple[int, int, int, int] = (0, 0, 0, 0)  # audio clips: held, their bytes, skipped full, unreadable
 
     @property
     def waiting(self) -> int:
@@ -265,7 +284,11 @@ class SpoolStats:
                                  oldest_waiting_ms=oldest, spool_bytes=self._spool.size_bytes(),
                                  taken_ms=time.time_ns() // 1_000_000, measured=self._newly_measured(),
                                  preloads=tuple(SpoolMemory(self._spool).preload_counts()),
-                                 parked_devices=parked, max_bytes=self.max_bytes)
+                                 parked_devices=parked, max_bytes=self.max_bytes, clips=self._clips())
+
+    def _clips(self) -> tuple[int, int, int, int]:
+        store = ClipStore(self._spool)
+        return (*store.totals(), store.counter(CLIPS_SKIPPED_FULL), store.counter(CLIPS_UNREADABLE))
 
     def _newly_measured(self) -> tuple[TurnMeta, ...]:
         """Measured turns sealed since the last read, each returned once."""

@@ -48,6 +48,19 @@ class ContentCipher:
         except InvalidToken:
             raise ContentKeyError("content is sealed with a key that is not configured") from None
 
+    def seal_bytes(self, data: bytes) -> bytes:
+        """Encrypt binary content (an audio clip) for storage."""
+        return PREFIX.encode("ascii") + self._fernet.encrypt(data)
+
+    def open_bytes(self, stored: bytes) -> bytes:
+        """Decrypt stored binary content; never-sealed bytes pass through unchanged."""
+        if not is_sealed_bytes(stored):
+            return stored
+        try:
+            return self._fernet.decrypt(stored[len(PREFIX):])
+        except InvalidToken:
+            raise ContentKeyError("content is sealed with a key that is not configured") from None
+
     def reseal(self, stored: str) -> str:
         """Re-encrypt with the current (first) key; for key rotation."""
         return self.seal(self.open(stored))
@@ -56,6 +69,11 @@ class ContentCipher:
 def is_sealed(stored: str) -> bool:
     """Whether stored text is encrypted."""
     return stored.startswith(PREFIX)
+
+
+def is_sealed_bytes(stored: bytes) -> bool:
+    """Whether stored binary content (an audio clip) is encrypted."""
+    return stored.startswith(PREFIX.encode("ascii"))
 
 
 def generate_key() -> str:

@@ -3,6 +3,7 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
+    "_audio": ("ENCODING_GRACE_MS", "ClipAttacher", "wav_base64"),
     "_gate": ("DeliveryGate",),
     "_observer": ("DeliveryObserver", "SilentObserver"),
     "_session_sender": ("NO_MAC_REASON", "RoundResult", "SessionSender", "UNREADABLE_REASON"),

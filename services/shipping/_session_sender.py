@@ -14,9 +14,16 @@ from dataclasses import dataclass
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
-from voicelog.services.config import ApiMode, ManagerApiSettings, ReportTimeUnit, ShipperSettings
+from voicelog.services.config import (
+    ApiMode,
+    AudioSettings,
+    ManagerApiSettings,
+    ReportTimeUnit,
+    ShipperSettings,
+)
 from voicelog.services.domain import SessionRecord, Turn, TurnStatus, first_of, wall_ms
 from voicelog.services.sealing import ContentKeyError, is_sealed
+from voicelog.services.shipping._audio import ClipAttacher
 from voicelog.services.shipping._gate import DeliveryGate
 from voicelog.services.shipping._observer import DeliveryObserver
 from voicelog.services.shipping._wire import first_wire_time, idempotency_key, wire_parts
@@ -62,13 +69,18 @@ class SessionSender:
     def __init__(self, delivery: DeliveryState, client: ManagerApiClient, api: ManagerApiSettings,
                  shipping: ShipperSettings, gate: DeliveryGate, observer: DeliveryObserver,
                  stopping: asyncio.Event, *, max_attempts: int | None = None,
-                 now: Callable[[], int] = wall_ms) -> None:
+                 now: Callable[[], int] = wall_ms, audio: AudioSettings | None = None) -> None:
         self.delivery, self.client, self.api, self.shipping = delivery, client, api, shipping
         self.gate, self.observer, self.stopping = gate, observer, stopping
         self.max_attempts = max_attempts
         self._now = now
         self._unit = ReportTimeUnit.S if api.api_mode == ApiMode.SESSION else api.report_time_unit
         self._backoff = wait_random_exponential(multiplier=shipping.retry_initial, max=shipping.retry_max)
+        # Clips go on the report only: the session upload has no audio field (said once, at start).
+        self.clips = ClipAttacher(delivery, audio) if audio is not None and audio.enabled else None
+        if self.clips is not None and api.api_mode == ApiMode.SESSION:
+            log.warning("audio_not_sent_in_session_mode",
+                        hint="the session upload format has no audio field; clips stay on this box")
 
     async def deliver(self, session: SessionRecord) -> RoundResult:
         """Deliver what is deliverable for this session now."""
@@ -136,9 +148,13 @@ class SessionSender:
         """Send the parts of a turn not sent yet; the last outcome and how many rows were stored."""
         result = DeliveryResult(Outcome.DELIVERED, "nothing left to send")
         stored = 0
-        for index in range(self.delivery.parts_sent(turn.session_id, turn.seq), len(parts)):
+        first = self.delivery.parts_sent(turn.session_id, turn.seq)
+        # The clip rides on the turn's first row only (a split turn is one utterance).
+        audio = await self.clips.audio_for(turn) if self.clips is not None and first == 0 else None
+        for index in range(first, len(parts)):
             report = Report(session.mac, session.session_id, int(turn.chat_type), parts[index],
-                            wire + index, idempotency_key(turn, index, len(parts)))
+                            wire + index, idempotency_key(turn, index, len(parts)),
+                            audio if index == 0 else None)
             result = await self._with_retries(lambda r=report: self.client.report(r), [turn])
             if result.outcome is not Outcome.DELIVERED:
                 return result, stored

@@ -101,7 +101,8 @@ class Shipper:
         self.gate = DeliveryGate(client.check_secret, settings.shipper.auth_retry_interval,
                                  url=settings.manager_api.url)
         self.sender = SessionSender(delivery, client, settings.manager_api, settings.shipper, self.gate,
-                                    self.observer, self.stopping, max_attempts=max_attempts, now=now)
+                                    self.observer, self.stopping, max_attempts=max_attempts, now=now,
+                                    audio=settings.audio)
         self.summary = ShipSummary()
         self._now = now
         self._wakeup = asyncio.Event()

@@ -6,6 +6,7 @@ __all__, __getattr__, __dir__ = lazy_face(__name__, {
     "_errors": ("PERMANENT_ERRORS", "STORAGE_ERRORS", "TRANSIENT_ERRORS", "DuplicateTurn", "SessionErased",
                 "SpoolError", "SpoolFull", "is_disk_full", "may_be_replaced"),
     "_delivery": ("Backlog", "DeliveryState"),
+    "_clips": ("CLIPS_SKIPPED_FULL", "CLIPS_UNREADABLE", "ClipInfo", "ClipStore", "ClipUnreadable", "StoredClip"),
     "_memory": ("FeedRow", "PreloadCount", "RecentTurn", "SpoolMemory"),
     "_open": ("open_spool",),
     "_spool": ("SessionCounts", "Spool"),

@@ -204,3 +204,22 @@ MEMORY_FLOOR_LOWER = (
 MEMORY_FLOOR_GET = "SELECT value FROM meta WHERE key='memory_floor'"
 MEMORY_FLOOR_TAKE = "DELETE FROM meta WHERE key='memory_floor'"
 MEMORY_LAST_ROWID = "SELECT COALESCE(MAX(rowid), 0) FROM turns"
+
+# --- clips (a user turn's audio) ------------------------------------------------------------------
+# Reserved only for a turn that exists, so a clip can never bring back an erased session's data.
+CLIP_RESERVE = ("INSERT OR IGNORE INTO clips (session_id, seq, created_ms) SELECT ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM turns WHERE session_id=? AND seq=?)")
+# Filled only while the box's clips stay within the cap (checked in the same statement, so two
+# job processes filling at once cannot both pass it).
+CLIP_FILL = ("UPDATE clips SET data=?, bytes=?, seconds=?, digest=? WHERE session_id=? AND seq=?"
+             " AND data IS NULL AND (SELECT CAST(value AS INTEGER) FROM meta WHERE key='clip_bytes') + ? <= ?")
+CLIP_BYTES = "SELECT CAST(value AS INTEGER) FROM meta WHERE key='clip_bytes'"
+CLIP_DROP_UNFILLED = "DELETE FROM clips WHERE session_id=? AND seq=? AND data IS NULL"
+CLIP_GET = "SELECT CAST(data AS BLOB), digest, created_ms, seconds, bytes FROM clips WHERE session_id=? AND seq=?"
+CLIPS_TOTAL = "SELECT COUNT(data), COALESCE(SUM(bytes), 0) FROM clips"
+CLIPS_OF_SESSION = "SELECT seq, seconds, bytes, data IS NULL FROM clips WHERE session_id=? ORDER BY seq"
+CLIPS_SESSIONS = "SELECT DISTINCT session_id FROM clips ORDER BY session_id"
+CLIPS_UNFINISHED_BEFORE = "DELETE FROM clips WHERE data IS NULL AND created_ms < ?"
+COUNTER_ADD = ("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
+               " value=CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)")
+COUNTER_GET = "SELECT CAST(value AS INTEGER) FROM meta WHERE key=?"

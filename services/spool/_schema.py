@@ -90,6 +90,31 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS erased_sessions (
         digest TEXT PRIMARY KEY,
         erased_ms INTEGER NOT NULL)""",
+    # A user turn's audio (audio.enabled): an Ogg/Opus clip, sealed like the text when encryption
+    # is on. ``data`` is NULL while the clip is being encoded (the row reserves its place, so
+    # delivery can wait a moment for it); ``digest`` is the SHA-256 of ``data`` as stored, so
+    # ``backups verify`` can tell a damaged clip. Added without a version bump: the trigger
+    # below lives in the file, so even an older voicelog that deletes turns deletes their clips.
+    """CREATE TABLE IF NOT EXISTS clips (
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        seconds REAL NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        digest TEXT,
+        data BLOB,
+        PRIMARY KEY (session_id, seq))""",
+    # A clip never outlives its turn: erasure, retention, purge and repairs delete turns, and
+    # the clips go with them whatever path deleted them.
+    """CREATE TRIGGER IF NOT EXISTS clips_follow_their_turn AFTER DELETE ON turns
+        BEGIN DELETE FROM clips WHERE session_id=OLD.session_id AND seq=OLD.seq; END""",
+    # The clips' total size, kept by triggers, so the cap check at each turn's end is one row
+    # read, not a scan of every clip (the meta row is created, from a scan, when missing).
+    """INSERT OR IGNORE INTO meta VALUES ('clip_bytes', (SELECT COALESCE(SUM(bytes), 0) FROM clips))""",
+    """CREATE TRIGGER IF NOT EXISTS clip_bytes_on_fill AFTER UPDATE OF bytes ON clips
+        BEGIN UPDATE meta SET value=CAST(value AS INTEGER) + NEW.bytes - OLD.bytes WHERE key='clip_bytes'; END""",
+    """CREATE TRIGGER IF NOT EXISTS clip_bytes_on_delete AFTER DELETE ON clips
+        BEGIN UPDATE meta SET value=CAST(value AS INTEGER) - OLD.bytes WHERE key='clip_bytes'; END""",
     # A turn never exists without its session: every command and the shipper find a turn
     # through its session row, so a turn without one would be stranded for good.
     """CREATE TRIGGER IF NOT EXISTS turns_need_their_session BEFORE INSERT ON turns

@@ -3,6 +3,7 @@
 from voicelog.services._face import lazy_face
 
 __all__, __getattr__, __dir__ = lazy_face(__name__, {
+    "_clips": ("ClipProblem", "clip_problems", "clip_seconds", "export_clips"),
     "_catalog": ("Catalog", "SessionFilter", "SessionView", "status_counts"),
     "_export": ("CSV_FIELDS", "UnsafeOutput", "private_output", "session_json", "summary_json", "verify_json",
                 "write_csv", "write_json"),

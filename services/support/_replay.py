@@ -220,7 +220,7 @@ async def _deliver_here(settings: Settings, spool: Spool, summary: ReplaySummary
     gate = DeliveryGate(client.check_secret, settings.shipper.auth_retry_interval,
                         url=settings.manager_api.url)
     sender = SessionSender(DeliveryState(spool), client, settings.manager_api, settings.shipper, gate, SilentObserver(),
-                           stop, max_attempts=max(1, request.max_attempts))
+                           stop, max_attempts=max(1, request.max_attempts), audio=settings.audio)
     slots = asyncio.Semaphore(settings.shipper.max_concurrent_sessions)
 
     async def one(plan: PlannedSession) -> None:

@@ -28,6 +28,7 @@ from voicelog.services.backup import (
 from voicelog.services.domain import ChatType, Turn
 from voicelog.services.spool import Spool
 from voicelog.services.support._catalog import Catalog
+from voicelog.services.support._clips import clip_problems
 from voicelog.services.support._repairs import Repair, repairs
 
 
@@ -94,6 +95,9 @@ def verify(catalog: Catalog) -> VerifyReport:
         report.add("warning", "spool", None, "no spool on this box: files were checked on their own")
     else:
         _spool_sessions_without_files(catalog, seen, report)
+        for problem in clip_problems(catalog.spool):
+            report.add("error", "spool", problem.session_id, f"turn #{problem.seq}'s audio clip cannot be "
+                       f"played ({problem.what}); the turn is delivered without audio")
     return report
 
 

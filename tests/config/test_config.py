@@ -127,7 +127,7 @@ def test_every_declared_key_has_a_description_in_the_json_schema():
     """Each key's one declaration carries its documentation, so the schema documents every key."""
     sections = {name: model for name, model in Settings.model_json_schema()["$defs"].items()
                 if "properties" in model}
-    assert len(sections) == 9  # the eight sections and agent's plugin model
+    assert len(sections) == 10  # the nine sections and agent's plugin model
     for section, model in sections.items():
         for key, prop in model["properties"].items():
             assert prop.get("description"), f"{section}.{key} has no description"
@@ -144,7 +144,7 @@ def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
         load_settings(path, environ={"VOICELOG__LOGGING__LEVEL": "LOUD"})
     assert sorted(info.value.problems) == sorted([
         "unknown section 'nonsense'; known: manager_api, chat_history, shipper, agent, logging, http, mqtt, "
-        "memory",
+        "memory, audio",
         "manager_api.timeout must be greater than 0",
         "manager_api.api_mode must be one of report, session; got 'batch'",
         "chat_history.batch_size must be greater than 0",

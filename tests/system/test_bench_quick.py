@@ -11,7 +11,7 @@ import sys
 from tests.kits import REPO
 
 SECTION_HEADINGS = ("### 1. Capture", "### 2-3. Delivery", "### 4. End-to-end latency", "### 5. Backlog drain",
-                    "### 6. Agent scale", "### 7. Conversation memory", "### Targets")
+                    "### 6. Agent scale", "### 7. Conversation memory", "### 8. Audio per turn", "### Targets")
 
 
 def _is_number(value: object) -> bool:
@@ -63,4 +63,10 @@ def test_quick_bench_prints_every_section_and_writes_numbers_for_each(tmp_path):
     assert all(_is_number(memory["capture"][k]) for k in ("p99_on_vs_off", "median_round_p99_on_vs_off",
                                                            "writer_cpu_share"))
 
-    assert len(results["targets"]) == 8 and all(isinstance(t["met"], bool) for t in results["targets"])
+    audio = results["audio"]
+    for mode in ("off", "on"):
+        assert _is_number(audio["turn_end_us"][mode]["p99"]) and _is_number(audio["loop_lag_us"][mode]["p99"])
+    assert _is_number(audio["frame_tee_us"]["p99"]) and _is_number(audio["turn_end_p99_on_vs_off"])
+    assert audio["codec"]["encode_ms_per_speech_s"] > 0 and audio["clip_bytes_per_speech_s"] > 0
+
+    assert len(results["targets"]) == 9 and all(isinstance(t["met"], bool) for t in results["targets"])

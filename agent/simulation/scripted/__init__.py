@@ -20,6 +20,7 @@ from voicelog.agent.simulation.scripted.audio_io import (
            HeardTextOutput,
            SilentAudioInput,
            SimulatedAudioOutput,
+           VoicedAudioInput,
 )
 from voicelog.agent.simulation.scripted.replies import ScriptedLLM, ScriptedTTS
 from voicelog.agent.simulation.scripted.runner import (
@@ -42,5 +43,5 @@ from voicelog.agent.simulation.scripted.speech import (
 
 __all__ = ["INSTRUCTIONS", "SAMPLE_RATE", "SECONDS_PER_CHAR", "USER_EVENT_INTERVAL", "HeardTextOutput",
            "HistoryEntry", "ScriptTurn", "ScriptedLLM", "ScriptedSTT", "ScriptedSession", "ScriptedTTS",
-           "SilentAudioInput", "SimulatedAudioOutput", "build_session", "chat_history", "final_segments",
+           "SilentAudioInput", "SimulatedAudioOutput", "VoicedAudioInput", "build_session", "chat_history", "final_segments",
            "run_conversation", "session_kwargs"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 from livekit import rtc
 from livekit.agents.voice import io
 
-from voicelog.agent.simulation.scripted.speech import SAMPLE_RATE
+from voicelog.agent.simulation.scripted.speech import SAMPLE_RATE, ScriptedSTT
 
 # --- audio I/O ---------------------------------------------------------------------------------
 
@@ -30,6 +31,36 @@ class SilentAudioInput(io.AudioInput):
     async def __anext__(self) -> rtc.AudioFrame:
         await asyncio.sleep(self._interval)
         return self._frame
+
+
+class VoicedAudioInput(io.AudioInput):
+    """Microphone that hears the child: a tone while the scripted STT is speaking, silence otherwise.
+
+    Paced by the wall clock like a real microphone: each frame holds the samples of the time
+    since the last one, so the audio received always spans the time that passed (a late loop
+    makes longer frames, never missing audio), and a turn's clip lasts as long as its utterance.
+    """
+
+    def __init__(self, speaker: ScriptedSTT, *, frame_duration: float = 0.02,
+                 sample_rate: int = SAMPLE_RATE, tone_hz: float = 440.0) -> None:
+        super().__init__(label="VoicedAudioInput")
+        self._speaker, self._interval, self._rate, self._tone_hz = speaker, frame_duration, sample_rate, tone_hz
+        self._last: float | None = None
+        self._phase = 0
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        await asyncio.sleep(self._interval)
+        now = time.monotonic()
+        elapsed = self._interval if self._last is None else min(now - self._last, 1.0)
+        self._last = now
+        samples = max(1, round(elapsed * self._rate))
+        if self._speaker.speaking:
+            t = (np.arange(samples) + self._phase) / self._rate
+            pcm = (np.sin(2 * np.pi * self._tone_hz * t) * 8000).astype("<i2").tobytes()
+        else:
+            pcm = b"\x00\x00" * samples
+        self._phase += samples
+        return rtc.AudioFrame(data=pcm, sample_rate=self._rate, num_channels=1, samples_per_channel=samples)
 
 
 class SimulatedAudioOutput(io.AudioOutput):

@@ -18,6 +18,7 @@ from voicelog.agent.simulation.scripted.audio_io import (
     HeardTextOutput,
     SilentAudioInput,
     SimulatedAudioOutput,
+    VoicedAudioInput,
 )
 from voicelog.agent.simulation.scripted.replies import ScriptedLLM, ScriptedTTS
 from voicelog.agent.simulation.scripted.speech import HistoryEntry, ScriptedSTT, ScriptTurn
@@ -58,8 +59,12 @@ class ScriptedSession(NamedTuple):
 
 
 def build_session(turns: Sequence[ScriptTurn], *, time_scale: float = 1.0,
-                  llm_model: llm.LLM | None = None) -> ScriptedSession:
-    """Create a session wired to scripted models, a silent mic and a simulated speaker."""
+                  llm_model: llm.LLM | None = None, voiced: bool = False) -> ScriptedSession:
+    """Create a session wired to scripted models, a mic and a simulated speaker.
+
+    The mic is silent, or with ``voiced`` hears a tone exactly while the child speaks (so a
+    turn's audio clip can be checked against its utterance).
+    """
     if time_scale <= 0:
         raise ValueError("time_scale must be positive")
     scripted_stt = ScriptedSTT(time_scale=time_scale)
@@ -75,7 +80,8 @@ def build_session(turns: Sequence[ScriptTurn], *, time_scale: float = 1.0,
     synchronizer = TranscriptSynchronizer(
         next_in_chain_audio=SimulatedAudioOutput(), next_in_chain_text=heard, speed=1 / time_scale
     )
-    session.input.audio = SilentAudioInput(time_scale=time_scale)
+    session.input.audio = (VoicedAudioInput(scripted_stt) if voiced
+                           else SilentAudioInput(time_scale=time_scale))
     session.output.audio = synchronizer.audio_output
     session.output.transcription = synchronizer.text_output
     return ScriptedSession(session, scripted_stt, heard, synchronizer)
@@ -157,17 +163,19 @@ async def run_conversation(
     on_session: Callable[[AgentSession], object] | None = None,
     chat_ctx: llm.ChatContext | None = None,
     llm_model: llm.LLM | None = None,
+    voiced: bool = False,
 ) -> list[HistoryEntry]:
     """Play ``turns`` through a real AgentSession with no room and return its chat history.
 
     ``on_session`` is called before ``session.start`` so handlers see every event; ``chat_ctx``
     is what the agent starts with (remembered turns); ``llm_model`` replaces the scripted LLM
-    (e.g. one that records what it was asked). Returns once the last reply has finished
+    (e.g. one that records what it was asked); ``voiced`` gives the session a mic that hears
+    a tone while the child speaks (``ScriptedSTT.spoken_spans`` says when). Returns once the last reply has finished
     playing and the session is closed.
     """
     if not turns or any(not turn["user"].strip() for turn in turns):
         raise ValueError("every turn needs user text: an empty utterance never ends a turn")
-    parts = build_session(turns, time_scale=time_scale, llm_model=llm_model)
+    parts = build_session(turns, time_scale=time_scale, llm_model=llm_model, voiced=voiced)
     if on_session is not None:
         result = on_session(parts.session)
         if asyncio.iscoroutine(result):

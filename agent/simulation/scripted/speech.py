@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import NamedTuple, TypedDict
 
 from livekit.agents import (
@@ -81,6 +82,8 @@ class ScriptedSTT(stt.STT):
         self._interval = USER_EVENT_INTERVAL * time_scale
         self._language = language
         self._utterances: asyncio.Queue[_Utterance] = asyncio.Queue()
+        self.speaking = False  # between START_OF_SPEECH and END_OF_SPEECH (a voiced mic follows it)
+        self.spoken_spans: list[tuple[float, float]] = []  # wall-clock (start, end) of each utterance
 
     def speak(self, text: str) -> asyncio.Future[None]:
         """Queue an utterance; the future resolves after its END_OF_SPEECH event."""
@@ -135,6 +138,8 @@ class _ScriptedSpeechStream(stt.RecognizeStream):
                 self._send(stt.SpeechEventType.FINAL_TRANSCRIPT, "")  # heard nothing
 
     async def _play(self, utterance: _Utterance) -> None:
+        started = time.time()
+        self._stt.speaking = True
         try:
             self._send(stt.SpeechEventType.START_OF_SPEECH)
             for segment in final_segments(utterance.text):
@@ -144,9 +149,12 @@ class _ScriptedSpeechStream(stt.RecognizeStream):
                 await asyncio.sleep(self._stt._interval)
                 self._send(stt.SpeechEventType.FINAL_TRANSCRIPT, segment)
             await asyncio.sleep(self._stt._interval)
+            self._stt.speaking = False
+            self._stt.spoken_spans.append((started, time.time()))
             self._send(stt.SpeechEventType.END_OF_SPEECH)
             utterance.spoken.set_result(None)
         finally:
+            self._stt.speaking = False
             if not utterance.spoken.done():  # the stream closed mid-utterance
                 utterance.spoken.set_exception(RuntimeError("STT stream closed mid-utterance"))
 

@@ -173,7 +173,7 @@ class ManagerApiClient:
 def report_body(report: Report) -> dict:
     """The report endpoint's JSON body, with the contract's field names."""
     return {"macAddress": report.mac, "sessionId": report.session_id,
-            "chatType": report.chat_type, "content": report.content, "audioBase64": None,
+            "chatType": report.chat_type, "content": report.content, "audioBase64": report.audio_base64,
             "reportTime": report.report_time}
 
 

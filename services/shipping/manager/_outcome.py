@@ -64,6 +64,7 @@ class Report:
     content: str
     report_time: int | None
     idempotency_key: str
+    audio_base64: str | None = None  # the turn's clip as a base64 WAV (audio.enabled), first part only
 
 
 @dataclass(frozen=True)
