@@ -15,6 +15,9 @@ TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
 META_SET = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 CHECKPOINT_PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
+CHECKPOINT_RESTART = "PRAGMA wal_checkpoint(RESTART)"
+DATA_VERSION = "PRAGMA data_version"
+WAL_AUTOCHECKPOINT_SET = "PRAGMA wal_autocheckpoint={:d}"
 SECURE_DELETE_ON = "PRAGMA secure_delete=ON"
 # Interior pages of an index keep copies of keys as dividers even after their rows are deleted:
 # rebuilt, the old pages are freed (and zeroed under secure_delete=ON).
@@ -145,6 +148,10 @@ DELIVERABLE = (
     f"SELECT {TURN_FIELDS} FROM turns WHERE session_id=:session AND status IN (:pending, :parked)"
     " AND seq < COALESCE((SELECT MIN(seq) FROM turns WHERE session_id=:session AND status='open'),"
     " 9223372036854775807) ORDER BY seq")
+HAS_DELIVERABLE = (
+    "SELECT EXISTS (SELECT 1 FROM turns WHERE session_id=:session AND status IN (:pending, :parked)"
+    " AND seq < COALESCE((SELECT MIN(seq) FROM turns WHERE session_id=:session AND status='open'),"
+    " 9223372036854775807))")
 TURN_PARTS_SENT = "SELECT parts_sent FROM turns WHERE session_id=? AND seq=?"
 TURN_SET_WIRE_TIME = "UPDATE turns SET wire_time=?, wire_limit=? WHERE session_id=? AND seq=?"
 TURN_SET_PARTS_SENT = "UPDATE turns SET parts_sent=? WHERE session_id=? AND seq=?"
