@@ -41,7 +41,8 @@ def _capturers(level: str, sessions: int, work: Path) -> tuple[list[Callable[...
         return [ListBuffer().add_message for _ in range(sessions)], None
     settings = bench_settings(work, chat_history={"durability": level})
     durability = settings.chat_history.durability
-    spool = open_spool(work / "spool.db", durability=durability)
+    # As a job process opens it: a Checkpointer thread copies the WAL, no capture commit does.
+    spool = open_spool(work / "spool.db", durability=durability, checkpoint=True)
     backups = BackupWriter(settings.chat_history.backup_dir, fsync=durability == Durability.POWER)
     services = [ChatHistoryService(spool, identity_for(i), settings.chat_history, backups=backups)
                 for i in range(sessions)]

@@ -95,7 +95,8 @@ class SessionSender:
             for index, (turn, parts, wire) in enumerate(prepared):
                 if self.stopping.is_set():
                     return result.hold(len(turns) - index)  # shutting down: the rest stays spooled
-                outcome, rows = await self._send_parts(session, turn, parts, wire)
+                outcome, rows = await self._send_parts(session, turn, parts, wire,
+                                                       resumed=turn.wire_time is not None)
                 result.rows += rows
                 if outcome.outcome is Outcome.DELIVERED:
                     self._delivered_unmarked(turn)
@@ -156,14 +157,17 @@ class SessionSender:
             return None
 
     async def _send_parts(self, session: SessionRecord, turn: Turn, parts: list[str],
-                          wire: int) -> tuple[DeliveryResult, int]:
-        """Send the parts of a turn not sent yet; the last outcome and how many rows were stored."""
+                          wire: int, *, resumed: bool) -> tuple[DeliveryResult, int]:
+        """Send the parts of a turn not sent yet; the last outcome and how many rows were stored.
+
+        ``resumed``: the turn was tried before (its wire time was pinned by an earlier round).
+        """
         result = DeliveryResult(Outcome.DELIVERED, "nothing left to send")
         stored = 0
-        # Only a split turn records progress (and one split by an older voicelog, without a
-        # pinned limit, may have been cut differently): a single row starts at 0 without a read.
+        # Only a split turn tried before can have parts accepted already (one split by an older
+        # voicelog, without a pinned limit, may have been cut differently): else no read.
         split = len(parts) > 1 or turn.wire_limit is None
-        start = self.delivery.parts_sent(turn.session_id, turn.seq) if split else 0
+        start = self.delivery.parts_sent(turn.session_id, turn.seq) if resumed and split else 0
         for index in range(start, len(parts)):
             report = Report(session.mac, session.session_id, int(turn.chat_type), parts[index],
                             wire + index, idempotency_key(turn, index, len(parts)))

@@ -119,7 +119,9 @@ class ManagerApiClient:
         else:
             result = classify(raw.status, raw.headers, raw.body, endpoint=endpoint)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-        return replace(result, reason=self._redact(result.reason)), elapsed_ms
+        reason = self._redact(result.reason)
+        # A copy only when something was masked (rare): this runs once per request.
+        return (result if reason == result.reason else replace(result, reason=reason)), elapsed_ms
 
     async def _lookup_agent_id(self, mac: str) -> tuple[str | None, bool]:
         """Ask the Manager; returns (agent id or None, whether the answer is worth caching)."""
