@@ -48,7 +48,8 @@ SESSION_IDS_OF_DEVICE = "SELECT session_id FROM sessions WHERE mac=? OR session_
 SESSION_END = "UPDATE sessions SET ended_ms=?, end_reason=?, updated_ms=? WHERE session_id=?"
 SESSION_ADD_SKIPPED = "UPDATE sessions SET skipped=skipped+? WHERE session_id=?"
 SESSION_REQUEST_FLUSH = "UPDATE sessions SET flush_requested=1 WHERE session_id=?"
-SESSION_CLEAR_FLUSH = "UPDATE sessions SET flush_requested=0 WHERE session_id=?"
+# Only a set flag is written: a no-op UPDATE of the row would still cost a WAL frame and a commit.
+SESSION_CLEAR_FLUSH = "UPDATE sessions SET flush_requested=0 WHERE session_id=? AND flush_requested<>0"
 SESSION_SET_AGENT = "UPDATE sessions SET agent_id=? WHERE session_id=?"
 SESSION_SET_LAST_WIRE_TIME = "UPDATE sessions SET last_wire_time=? WHERE session_id=?"
 SESSION_ASSIGN_MAC = ("UPDATE sessions SET mac=?, mac_valid=1, mac_source='replay', updated_ms=?"
