@@ -41,6 +41,7 @@ class Checkpointer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.checkpoints = {"passive": 0, "restart": 0, "failed": 0}
+        self._inode = 0
 
     def start(self) -> Checkpointer:
         """Start the thread (once)."""
@@ -54,6 +55,10 @@ class Checkpointer:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+    def stop_soon(self) -> None:
+        """Ask the thread to stop without waiting (a spool dropped without close)."""
+        self._stop.set()
 
     def wal_bytes(self) -> int:
         """The WAL file's size (0 when there is none)."""
@@ -79,18 +84,40 @@ class Checkpointer:
             log.debug("spool_checkpoint_failed", kind=kind, error=str(exc))
         return version
 
+    def _connect(self) -> sqlite3.Connection | None:
+        # mode=rw: never create a file. Missing means mid-rebuild (it reappears) or removed
+        # (erased, a test's folder gone): nothing to checkpoint either way, so wait quietly.
+        if not self.path.exists():
+            return None
+        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None,
+                             check_same_thread=False, timeout=self._busy_timeout_ms / 1000)
+        db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        self._inode = os.stat(self.path).st_ino
+        return db
+
+    def _replaced(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino != self._inode
+        except OSError:
+            return True
+
     def _run(self) -> None:
         db = None
         version: int | None = None
+        said = ""
         while not self._stop.wait(self.interval):
             try:
+                if db is not None and self._replaced():  # a recovery rebuilt the file: follow it
+                    db.close()
+                    db, version = None, None
                 if db is None:
-                    db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                         timeout=self._busy_timeout_ms / 1000)
-                    db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-                version = self.run_once(db, version)
-            except sqlite3.Error as exc:  # e.g. the file replaced by a recovery: reconnect next time
-                log.warning("spool_checkpointer_error", error=str(exc))
+                    db = self._connect()
+                if db is not None:
+                    version = self.run_once(db, version)
+            except sqlite3.Error as exc:  # reconnect next time; say it once, not every 0.25 s
+                if str(exc) != said:
+                    log.warning("spool_checkpointer_error", error=str(exc))
+                said = str(exc)
                 if db is not None:
                     db.close()
                 db, version = None, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def open_spool(path: str | os.PathLike[str], *, durability: Durability = Durabil
     spool = Spool(connection, backup_dir=backups, max_bytes=max_bytes, cipher=cipher, now=now,
                   on_close=release)
     spool.checkpointer = checkpointer
+    if checkpointer is not None:  # a spool dropped without close() must not leave its thread behind
+        weakref.finalize(spool, checkpointer.stop_soon)
     spool.recovery = report
     if report is not None:
         _rebuild_quarantined_backups(spool, report, now())
