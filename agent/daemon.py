@@ -212,7 +212,9 @@ class Operations:
     def _repair_once(self) -> bool:
         from voicelog.services.spool import finish_deferred_repairs
 
-        spool = host_spool(self.settings)  # its own connection: the shipper's is busy on the loop
+        # Its own short-lived connection (the shipper's is busy on the loop); the daemon's
+        # checkpointer already runs, so none here.
+        spool = host_spool(self.settings, checkpoint=False)
         try:
             return bool(finish_deferred_repairs(spool, wall_ms()))
         finally:
@@ -223,7 +225,7 @@ class Operations:
         from voicelog.services.memory import MemoryEraser
         from voicelog.services.privacy import expiring_undelivered
 
-        spool = host_spool(self.settings)
+        spool = host_spool(self.settings, checkpoint=False)  # the daemon's checkpointer runs already
         history = self.settings.chat_history
         try:
             spool.adopt_orphans(wall_ms())  # turns an older voicelog left without a session row

@@ -209,7 +209,7 @@ class _Delivery:
 
 
 def _summary(settings: Settings, room: str, delivery: _Delivery | None, err: TextIO) -> None:
-    spool = host_spool(settings)
+    spool = host_spool(settings, checkpoint=False)  # one read at the end
     try:
         session = spool.session(resolve_identity(room).session_id)
         if session is None:

@@ -50,12 +50,17 @@ def _audio_tap(session: Any, identity: DeviceIdentity, settings: Settings, spool
         return None
 
 
-def host_spool(settings: Settings, *, busy_timeout_ms: int = 5000) -> Spool:
-    """Open (checking, and recovering if need be) the host's spool as configured."""
+def host_spool(settings: Settings, *, busy_timeout_ms: int = 5000, checkpoint: bool = True) -> Spool:
+    """Open (checking, and recovering if need be) the host's spool as configured.
+
+    ``checkpoint``: a thread of this process copies the WAL into the file, so no capture commit
+    ever does (the daemon and job processes); short support commands pass False.
+    """
     history = settings.chat_history
     return open_spool(history.spool_file, durability=history.durability,
-                 max_bytes=history.spool_max_mb * 1024 * 1024, busy_timeout_ms=busy_timeout_ms,
-                 backup_dir=history.backup_dir, cipher=cipher_from_settings(history))
+                      max_bytes=history.spool_max_mb * 1024 * 1024, busy_timeout_ms=busy_timeout_ms,
+                      backup_dir=history.backup_dir, cipher=cipher_from_settings(history),
+                      checkpoint=checkpoint)
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,10 @@ def _voicelog(manager: ManagerProcess, config: Path, log_file: Path, expected: i
     sampler.start()
     started = time.monotonic()
     with log_file.open("ab") as log:
-        process = subprocess.Popen([sys.executable, "main.py", "--config", str(config), "ship", "--once"],
+        process = subprocess.Popen([sys.executable, "main.py", "--config", str(config), "ship", "--once",
+                                    # ship --once stops at 60 s by default; on a loaded box the
+                                    # drain may take longer, and the watchdog below bounds it.
+                                    "--deadline", str(int(DRAIN_TIMEOUT))],
                                    cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     sampler.pid = process.pid
     watchdog = threading.Timer(DRAIN_TIMEOUT, process.kill)  # a hung drain must not hang the bench

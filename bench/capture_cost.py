@@ -41,7 +41,8 @@ def _capturers(level: str, sessions: int, work: Path) -> tuple[list[Callable[...
         return [ListBuffer().add_message for _ in range(sessions)], None
     settings = bench_settings(work, chat_history={"durability": level})
     durability = settings.chat_history.durability
-    spool = open_spool(work / "spool.db", durability=durability)
+    # As a job process opens it: a Checkpointer thread copies the WAL, no capture commit does.
+    spool = open_spool(work / "spool.db", durability=durability, checkpoint=True)
     backups = BackupWriter(settings.chat_history.backup_dir, fsync=durability == Durability.POWER)
     services = [ChatHistoryService(spool, identity_for(i), settings.chat_history, backups=backups)
                 for i in range(sessions)]
@@ -94,5 +95,7 @@ def run(sizes: Any, work: Path) -> dict[str, Any]:
         base = next(r for r in rows if r["level"] == "list" and r["sessions"] == row["sessions"])
         row["p99_vs_list"] = ratio(row["p99"], base["p99"], 1)
     default_p99 = max(r["p99"] for r in rows if r["level"] == DEFAULT_LEVEL)
+    default_p99_9 = max(r["p99_9"] for r in rows if r["level"] == DEFAULT_LEVEL)
     return {"unit": "microseconds of event-loop stall per add_message", "rows": rows,
-            "default_level": DEFAULT_LEVEL, "default_level_worst_p99_us": default_p99}
+            "default_level": DEFAULT_LEVEL, "default_level_worst_p99_us": default_p99,
+            "default_level_worst_p99_9_us": default_p99_9}

@@ -88,7 +88,18 @@ def _rounds(variants: tuple[str, ...], manager: ManagerProcess, work: Path, size
         "turns_per_s": round(statistics.median(r["turns_per_s"] for r in results), 1),
         "client_cpu_us_per_turn": round(statistics.median(r["client_cpu_us_per_turn"] for r in results)),
         "rounds_turns_per_s": [round(r["turns_per_s"], 1) for r in results],
+        "rounds_cpu_us_per_turn": [round(r["client_cpu_us_per_turn"]) for r in results],
     } for variant, results in runs.items()}
+
+
+def _paired(variants: dict[str, dict[str, Any]], a: str, b: str, key: str) -> dict[str, Any]:
+    """a/b per round (the two ran back to back, so a load change between rounds hits both), and their median.
+
+    On a shared machine the load moves between rounds far more than within one; the median of
+    paired ratios is steadier than the ratio of two medians taken from different rounds.
+    """
+    rounds = [ratio(x, y) for x, y in zip(variants[a][key], variants[b][key], strict=True)]
+    return {"median": round(statistics.median(rounds), 2), "rounds": rounds}
 
 
 def _order(verdicts: list[dict[str, int]]) -> dict[str, Any]:
@@ -106,13 +117,20 @@ def run(sizes: Any, work: Path) -> dict[str, Any]:
         session = _rounds(SESSION_VARIANTS, manager, work / "session", sizes, verdicts)
     load = {"sessions": sizes.delivery_sessions, "turns_per_session": sizes.delivery_turns,
             "concurrency": sizes.concurrency, "rounds": sizes.delivery_rounds}
-    ceiling, voicelog, naive = (report[v]["turns_per_s"] for v in REPORT_VARIANTS)
+    voicelog = report["voicelog"]["turns_per_s"]
     session_rate = session["voicelog_session"]["turns_per_s"]
+    rate, cpu = "rounds_turns_per_s", "rounds_cpu_us_per_turn"
+    vs_ceiling = _paired(report, "voicelog", "ceiling", rate)
+    session_vs_ceiling = _paired(session, "voicelog_session", "ceiling_session", rate)
     return {
         "report": {"load": load, "variants": report, "order": _order(verdicts["voicelog"]),
-                   "voicelog_vs_ceiling": ratio(voicelog, ceiling),
-                   "voicelog_vs_naive": ratio(voicelog, naive)},
+                   "voicelog_vs_ceiling": vs_ceiling["median"],
+                   "voicelog_vs_ceiling_rounds": vs_ceiling["rounds"],
+                   "cpu_vs_ceiling": _paired(report, "voicelog", "ceiling", cpu)["median"],
+                   "voicelog_vs_naive": _paired(report, "voicelog", "naive", rate)["median"]},
         "session": {"load": load, "variants": session, "order": _order(verdicts["voicelog_session"]),
-                    "voicelog_vs_ceiling": ratio(session_rate, session["ceiling_session"]["turns_per_s"]),
+                    "voicelog_vs_ceiling": session_vs_ceiling["median"],
+                    "voicelog_vs_ceiling_rounds": session_vs_ceiling["rounds"],
+                    "cpu_vs_ceiling": _paired(session, "voicelog_session", "ceiling_session", cpu)["median"],
                     "session_vs_report": ratio(session_rate, voicelog, 1)},
     }

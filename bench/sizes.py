@@ -37,7 +37,7 @@ class Sizes:
 
 FULL = Sizes(
     name="full", capture_turns=20_000, capture_turns_power=5_000, capture_sessions=200,
-    delivery_sessions=200, delivery_turns=30, delivery_rounds=3, concurrency=8,
+    delivery_sessions=200, delivery_turns=30, delivery_rounds=5, concurrency=8,
     latency_sessions=100, latency_seconds=30.0, latency_gap=(1.0, 3.0), latency_send_interval=1.0,
     backlog_sessions=1_000, backlog_turns=100,
     agent_time_scale=1.0, agent_turns=3, agent_steps=(1, 50, 100, 150, 200, 300, 400),

@@ -69,7 +69,7 @@ def spool_for_support(settings: Settings, *, create: bool) -> Spool | None:
 
     if not create and not settings.chat_history.spool_file.exists():
         return None  # a read must not leave an empty spool where a wrong path points
-    return host_spool(settings)
+    return host_spool(settings, checkpoint=False)  # a short command: SQLite's own checkpoints do
 
 
 @contextlib.contextmanager

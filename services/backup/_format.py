@@ -136,8 +136,12 @@ def document_records(path: Path, document: dict[str, Any]) -> Backup:
     return Backup(path, session, turns, iso_to_ms(document["written_at"]) or 0)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def render(document: dict[str, Any]) -> str:
     """JSON with one turn per line: readable with less, and fast (indent= uses the slow encoder)."""
-    head = json.dumps({k: v for k, v in document.items() if k != "turns"}, ensure_ascii=False)
-    turns = ",\n  ".join(json.dumps(turn, ensure_ascii=False) for turn in document["turns"])
+    encode = _ENCODER.encode  # one encoder for every line: json.dumps(ensure_ascii=False) builds one per call
+    head = encode({k: v for k, v in document.items() if k != "turns"})
+    turns = ",\n  ".join(encode(turn) for turn in document["turns"])
     return f'{head[:-1]}, "turns": [\n  {turns}\n]}}\n' if turns else f'{head[:-1]}, "turns": []}}\n'

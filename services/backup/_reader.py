@@ -11,6 +11,7 @@ and recovery reads every file at start) and returns records. Errors form one sma
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import os
@@ -135,26 +136,36 @@ def problems(document: dict[str, Any], limit: int = 5) -> list[str]:
 
 
 def _session_problems(document: dict[str, Any]) -> Iterator[str]:
-    yield from _fields(document, "", {
-        "format": _any, "version": _any, "turns": _array,
-        "session_id": _string(1, 50), "mac": _matching(_MAC), "mac_valid": _boolean,
-        "mac_source": _one_of(_MAC_SOURCES), "agent_id": _nullable(_string()),
-        "started_at": _time, "started_ms": _ms, "ended_at": _nullable(_time),
-        "ended_ms": _nullable(_ms), "end_reason": _nullable(_string()),
-        "skipped_empty_turns": _count, "written_at": _time})
+    yield from _fields(document, "", _session_checks())
 
 
 def _turn_problems(turn: Any, where: str, version: int) -> list[str]:
     if not isinstance(turn, dict):
         return [f"{where}: is not an object"]
+    checks, optional_v2 = _turn_checks()
     # Version 2 turns may also say what LiveKit measured and the language (both optional).
-    optional = {"language": _nullable(_string(1, 35)), "metrics": _metrics} if version >= 2 else {}
-    return list(_fields(turn, f"{where}.", {
-        "id": _matching(_TURN_ID), "seq": _integer(1, _MAX_INT), "chat_type": _one_of((1, 2)),
-        "role": _one_of(("user", "agent")), "content": _string(), "report_time_ms": _ms,
-        "captured_at": _time, "interrupted": _boolean, "status": _one_of(_STATUSES),
-        "attempts": _count, "last_error": _nullable(_string()), "delivered_at": _nullable(_time)},
-        optional))
+    return list(_fields(turn, f"{where}.", checks, optional_v2 if version >= 2 else None))
+
+
+@functools.cache
+def _session_checks() -> dict[str, Any]:
+    # Built once: every backup file is checked when a process opens the spool alone.
+    return {"format": _any, "version": _any, "turns": _array,
+            "session_id": _string(1, 50), "mac": _matching(_MAC), "mac_valid": _boolean,
+            "mac_source": _one_of(_MAC_SOURCES), "agent_id": _nullable(_string()),
+            "started_at": _time, "started_ms": _ms, "ended_at": _nullable(_time),
+            "ended_ms": _nullable(_ms), "end_reason": _nullable(_string()),
+            "skipped_empty_turns": _count, "written_at": _time}
+
+
+@functools.cache
+def _turn_checks() -> tuple[dict[str, Any], dict[str, Any]]:
+    # Built once, not per turn: a 30-turn file used to build ~450 check closures.
+    return ({"id": _matching(_TURN_ID), "seq": _integer(1, _MAX_INT), "chat_type": _one_of((1, 2)),
+             "role": _one_of(("user", "agent")), "content": _string(), "report_time_ms": _ms,
+             "captured_at": _time, "interrupted": _boolean, "status": _one_of(_STATUSES),
+             "attempts": _count, "last_error": _nullable(_string()), "delivered_at": _nullable(_time)},
+            {"language": _nullable(_string(1, 35)), "metrics": _metrics})
 
 
 def _fields(entry: dict[str, Any], prefix: str, checks: dict[str, Any],
@@ -222,8 +233,10 @@ def _matching(pattern: re.Pattern[str]) -> Any:
 
 
 def _one_of(allowed: tuple[Any, ...]) -> Any:
+    booleans = any(isinstance(a, bool) for a in allowed)  # True == 1: a boolean is never a 1 here
+
     def check(value: Any) -> str | None:
-        ok = value in allowed and isinstance(value, bool) == any(isinstance(a, bool) for a in allowed)
+        ok = value in allowed and isinstance(value, bool) == booleans
         return None if ok else f"{_short(value)} is not one of {', '.join(map(repr, allowed))}"
     return check
 

@@ -28,6 +28,7 @@ from voicelog.services.domain import (
     TurnMeta,
     TurnStatus,
     clean_transcript,
+    debug_enabled,
     is_cut,
     process_owner,
     wall_ms,
@@ -42,7 +43,8 @@ from voicelog.services.spool import (
     may_be_replaced,
 )
 
-log = structlog.get_logger("voicelog.capture")
+LOGGER = "voicelog.capture"
+log = structlog.get_logger(LOGGER)
 MAX_BACKLOG = 10_000
 RETRY_INTERVAL = 1.0  # seconds between retries of held writes while the disk refuses them
 UNSTORED_GRACE = 5.0  # seconds a session end waits for held writes before counting them lost
@@ -165,8 +167,9 @@ class ChatHistoryService:
                     self._clock.next(captured_ms), captured_ms, interrupted, status, meta=meta or None)
         self._next_seq += 1
         self._persist(lambda: self.spool.insert_turn(turn), new_turn=True)
-        self._log.debug("turn_captured", seq=turn.seq, chat_type=int(turn.chat_type),
-                        chars=len(text), status=status.value)
+        if debug_enabled(LOGGER):  # on every captured turn: skip building a line nobody keeps
+            self._log.debug("turn_captured", seq=turn.seq, chat_type=int(turn.chat_type),
+                            chars=len(text), status=status.value)
         return turn
 
     # --- writing, holding, retrying ---------------------------------------------------------

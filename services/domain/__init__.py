@@ -8,6 +8,7 @@ __all__, __getattr__, __dir__ = lazy_face(__name__, {
                   "UNKNOWN_MAC", "mac_from_room_name", "normalise_mac", "resolve_identity",
                   "session_id_for_room"),
     "_locks": ("FileLock",),
+    "_log_level": ("debug_enabled",),
     "_models": ("ChatType", "DONE", "FAILED", "RESENDABLE", "SessionRecord", "Turn", "TurnStatus",
                 "UNDELIVERED", "WAITING"),
     "_ownership": ("ShipperAlreadyRunning", "ShipperLock", "owner_alive", "process_owner"),

@@ -41,6 +41,11 @@ log = structlog.get_logger("voicelog.shipper")
 UNREADABLE_REASON = ("content is encrypted with a key this box does not have; configure "
                      "chat_history encryption keys, then replay")
 NO_MAC_REASON = "session has no valid device MAC; replay it with --mac once the device is known"
+# Turns the Manager accepted are marked delivered in the spool in groups of this many (and
+# before any wait, and at the end of each round): one commit per group instead of one per turn
+# between two requests. A crash re-sends at most this many turns of a session (the turns
+# accepted but not yet marked, or the one in flight): see docs/guarantees.md.
+MARK_DELIVERED_EVERY = 8
 
 
 @dataclass
@@ -76,6 +81,7 @@ class SessionSender:
         self._now = now
         self._unit = ReportTimeUnit.S if api.api_mode == ApiMode.SESSION else api.report_time_unit
         self._backoff = wait_random_exponential(multiplier=shipping.retry_initial, max=shipping.retry_max)
+        self._unmarked: dict[str, list[Turn]] = {}  # session -> accepted, not yet marked delivered
         # Clips go on the report only: the session upload has no audio field (said once, at start).
         self.clips = ClipAttacher(delivery, audio) if audio is not None and audio.enabled else None
         if self.clips is not None and api.api_mode == ApiMode.SESSION:
@@ -96,27 +102,60 @@ class SessionSender:
 
     async def _deliver_reports(self, session: SessionRecord, turns: list[Turn]) -> RoundResult:
         result = RoundResult()
+        prepared, unreadable = self._pin_round(session, turns)
+        try:
+            for index, (turn, parts, wire) in enumerate(prepared):
+                if self.stopping.is_set():
+                    return result.hold(len(turns) - index)  # shutting down: the rest stays spooled
+                outcome, rows = await self._send_parts(session, turn, parts, wire,
+                                                       resumed=turn.wire_time is not None)
+                result.rows += rows
+                if outcome.outcome is Outcome.DELIVERED:
+                    self._delivered_unmarked(turn)
+                    result.delivered += 1
+                    continue
+                self._flush_delivered(session.session_id)
+                if outcome.outcome is Outcome.REJECTED:
+                    self._dead_letter(session, [turn], outcome)
+                    result.dead_lettered += 1
+                elif outcome.outcome is Outcome.UNROUTABLE:
+                    return self._park(session, self.delivery.deliverable(session.session_id), outcome.reason,
+                                      result)
+                else:
+                    return result.hold(1, outcome)
+            if unreadable:
+                self._flush_delivered(session.session_id)
+                return self._park(session, turns[len(prepared):], UNREADABLE_REASON, result)
+            return result
+        finally:
+            # The round's end (also when cancelled at aclose): nothing delivered stays unmarked.
+            self._flush_delivered(session.session_id)
+
+    def _pin_round(self, session: SessionRecord,
+                   turns: list[Turn]) -> tuple[list[tuple[Turn, list[str], int]], bool]:
+        """Each readable turn (up to the first unreadable one) with its rows and first report time.
+
+        Times not pinned yet are pinned for the whole round in one transaction before the first
+        send, instead of one commit per turn between requests; True when a turn was unreadable.
+        """
+        prepared: list[tuple[Turn, list[str], int]] = []
+        pins: list[tuple[int, int, int]] = []
         last_wire = session.last_wire_time
-        for index, turn in enumerate(turns):
-            if self.stopping.is_set():
-                return result.hold(len(turns) - index)  # shutting down: the rest stays spooled
+        for turn in turns:
             text = self._plaintext(turn)
             if text is None:
-                return self._park(session, turns[index:], UNREADABLE_REASON, result)
-            parts, wire, last_wire = self._pin_wire_time(turn, text, last_wire)
-            outcome, rows = await self._send_parts(session, turn, parts, wire)
-            result.rows += rows
-            if outcome.outcome is Outcome.DELIVERED:
-                self._delivered(session, [turn])
-                result.delivered += 1
-            elif outcome.outcome is Outcome.REJECTED:
-                self._dead_letter(session, [turn], outcome)
-                result.dead_lettered += 1
-            elif outcome.outcome is Outcome.UNROUTABLE:
-                return self._park(session, self.delivery.deliverable(session.session_id), outcome.reason, result)
-            else:
-                return result.hold(1, outcome)
-        return result
+                break
+            limit = turn.wire_limit or self.api.max_content_chars
+            parts = wire_parts(text, limit)
+            wire = turn.wire_time
+            if wire is None:
+                wire = first_wire_time(turn, last_wire, self._unit)
+                pins.append((turn.seq, wire, limit))
+            last_wire = max(last_wire, wire + len(parts) - 1)
+            prepared.append((turn, parts, wire))
+        if pins:
+            self.delivery.fix_wire_times(session.session_id, pins, last_wire)
+        return prepared, len(prepared) < len(turns)
 
     def _plaintext(self, turn: Turn) -> str | None:
         """The words to send; None when they are sealed with a key this box does not have."""
@@ -129,29 +168,21 @@ class SessionSender:
         except ContentKeyError:
             return None
 
-    def _pin_wire_time(self, turn: Turn, text: str, last_wire: int) -> tuple[list[str], int, int]:
-        """The turn's rows and first report time, pinned on first attempt; and the session's last time.
-
-        The split is pinned with the time (``wire_limit``): a turn resumed after
-        ``max_content_chars`` changed sends exactly the parts it has not sent yet.
-        """
-        limit = turn.wire_limit or self.api.max_content_chars
-        parts = wire_parts(text, limit)
-        if turn.wire_time is not None:
-            return parts, turn.wire_time, max(last_wire, turn.wire_time + len(parts) - 1)
-        wire = first_wire_time(turn, last_wire, self._unit)
-        self.delivery.fix_wire_time(turn.session_id, turn.seq, wire, wire + len(parts) - 1, limit)
-        return parts, wire, wire + len(parts) - 1
-
     async def _send_parts(self, session: SessionRecord, turn: Turn, parts: list[str],
-                          wire: int) -> tuple[DeliveryResult, int]:
-        """Send the parts of a turn not sent yet; the last outcome and how many rows were stored."""
+                          wire: int, *, resumed: bool) -> tuple[DeliveryResult, int]:
+        """Send the parts of a turn not sent yet; the last outcome and how many rows were stored.
+
+        ``resumed``: the turn was tried before (its wire time was pinned by an earlier round).
+        """
         result = DeliveryResult(Outcome.DELIVERED, "nothing left to send")
         stored = 0
-        first = self.delivery.parts_sent(turn.session_id, turn.seq)
+        # Only a split turn tried before can have parts accepted already (one split by an older
+        # voicelog, without a pinned limit, may have been cut differently): else no read.
+        split = len(parts) > 1 or turn.wire_limit is None
+        start = self.delivery.parts_sent(turn.session_id, turn.seq) if resumed and split else 0
         # The clip rides on the turn's first row only (a split turn is one utterance).
-        audio = await self.clips.audio_for(turn) if self.clips is not None and first == 0 else None
-        for index in range(first, len(parts)):
+        audio = await self.clips.audio_for(turn) if self.clips is not None and start == 0 else None
+        for index in range(start, len(parts)):
             report = Report(session.mac, session.session_id, int(turn.chat_type), parts[index],
                             wire + index, idempotency_key(turn, index, len(parts)),
                             audio if index == 0 else None)
@@ -164,14 +195,11 @@ class SessionSender:
         return result, stored
 
     async def _deliver_session(self, session: SessionRecord, turns: list[Turn]) -> RoundResult:
-        messages: list[SessionMessage] = []
-        last_wire = session.last_wire_time
-        for turn in turns:
-            text = self._plaintext(turn)
-            if text is None:
-                return self._park(session, turns, UNREADABLE_REASON)
-            parts, wire, last_wire = self._pin_wire_time(turn, text, last_wire)
-            messages += [SessionMessage(int(turn.chat_type), part, wire + i) for i, part in enumerate(parts)]
+        prepared, unreadable = self._pin_round(session, turns)
+        if unreadable:
+            return self._park(session, turns, UNREADABLE_REASON)
+        messages = [SessionMessage(int(turn.chat_type), part, wire + i)
+                    for turn, parts, wire in prepared for i, part in enumerate(parts)]
         upload = SessionUpload(session.mac, session.session_id, session.agent_id, tuple(messages),
                                session.ended_ms is not None,
                                f"{session.session_id}#{turns[0].seq}-{turns[-1].seq}")
@@ -193,15 +221,13 @@ class SessionSender:
             if not self.gate.is_open and self.max_attempts is not None:
                 # A bounded run (ship --once, replay) reports the pause instead of waiting it out.
                 return DeliveryResult(Outcome.RETRYABLE, f"delivery paused: {self.gate.describe()}")
-            await self._wait_gate()
+            await self._wait_gate(turns[0].session_id)
             if not self.gate.is_open:  # stopping while the secret is refused: do not ask again
                 return DeliveryResult(Outcome.RETRYABLE, "stopping while the secret is refused")
-            retrying = AsyncRetrying(
-                retry=retry_if_result(lambda r: r.outcome is Outcome.RETRYABLE),
-                wait=self._wait, stop=self._should_stop, sleep=self._sleep,
-                before_sleep=lambda state: self._record_retry(state, turns),
-                retry_error_callback=lambda state: state.outcome.result())
-            result = await retrying(self._counted(send))
+            attempt = self._counted(send)
+            result = await attempt()
+            if result.outcome is Outcome.RETRYABLE:
+                result = await self._retry(attempt, result, turns)
             if result.outcome not in (Outcome.UNAUTHORIZED, Outcome.MISCONFIGURED):
                 return result
             # Not a verdict on this turn: it stays pending in its place, and all delivery waits.
@@ -209,6 +235,25 @@ class SessionSender:
             self.gate.close(result.reason, result.outcome)
             if self.stopping.is_set() or self.max_attempts is not None:
                 return DeliveryResult(Outcome.RETRYABLE, f"stopping while paused: {result.reason}")
+
+    async def _retry(self, attempt: Callable[[], Awaitable[DeliveryResult]], first: DeliveryResult,
+                     turns: list[Turn]) -> DeliveryResult:
+        """Retry after a first retryable failure; tenacity is set up only now, not for every send.
+
+        The failure already in hand is tenacity's attempt 1 (handed back without sending again),
+        so the backoff schedule and ``max_attempts`` count exactly as if tenacity made it.
+        """
+        pending = [first]
+
+        async def again() -> DeliveryResult:
+            return pending.pop() if pending else await attempt()
+
+        retrying = AsyncRetrying(
+            retry=retry_if_result(lambda r: r.outcome is Outcome.RETRYABLE),
+            wait=self._wait, stop=self._should_stop, sleep=self._sleep,
+            before_sleep=lambda state: self._record_retry(state, turns),
+            retry_error_callback=lambda state: state.outcome.result())
+        return await retrying(again)
 
     def _counted(self, send: Callable[[], Awaitable[DeliveryResult]]) -> Callable[[], Awaitable[DeliveryResult]]:
         async def attempt() -> DeliveryResult:
@@ -220,9 +265,10 @@ class SessionSender:
 
         return attempt
 
-    async def _wait_gate(self) -> None:
+    async def _wait_gate(self, session_id: str) -> None:
         if self.gate.is_open:
             return
+        self._flush_delivered(session_id)  # never wait with accepted turns unmarked
         await first_of(self.gate.wait_open(), self.stopping)
 
     def _wait(self, state: RetryCallState) -> float:
@@ -242,6 +288,7 @@ class SessionSender:
             pass
 
     def _record_retry(self, state: RetryCallState, turns: list[Turn]) -> None:
+        self._flush_delivered(turns[0].session_id)  # before the sleep: never wait with turns unmarked
         result: DeliveryResult = state.outcome.result()
         delay = state.next_action.sleep if state.next_action else 0.0
         self._record_failure(turns, TurnStatus.PENDING, result.reason, delay)
@@ -254,11 +301,31 @@ class SessionSender:
                                        error=reason, next_attempt_ms=now + int(delay * 1000), now_ms=now)
 
     def _delivered(self, session: SessionRecord, turns: list[Turn]) -> None:
+        self._unmarked.setdefault(session.session_id, []).extend(turns)
+        self._flush_delivered(session.session_id)
+
+    def _delivered_unmarked(self, turn: Turn) -> None:
+        """The Manager accepted ``turn``: mark it with the next group (or now, if the group is full)."""
+        waiting = self._unmarked.setdefault(turn.session_id, [])
+        waiting.append(turn)
+        if len(waiting) >= MARK_DELIVERED_EVERY:
+            self._flush_delivered(turn.session_id)
+
+    def _flush_delivered(self, session_id: str) -> None:
+        """Mark the session's accepted turns delivered, in one transaction."""
+        turns = self._unmarked.pop(session_id, None)
+        if not turns:
+            return
         now = self._now()
-        self.delivery.mark_delivered(session.session_id, [t.seq for t in turns], now)
+        self.delivery.mark_delivered(session_id, [t.seq for t in turns], now)
         self.observer.turn_event("delivered", len(turns))
         for turn in turns:
             self.observer.delivered_after(max(0, now - turn.captured_ms) / 1000)
+
+    def flush_delivered(self) -> None:
+        """Mark every accepted turn of every session delivered (the shipper's aclose)."""
+        for session_id in list(self._unmarked):
+            self._flush_delivered(session_id)
 
     def _dead_letter(self, session: SessionRecord, turns: list[Turn], outcome: DeliveryResult) -> None:
         self._record_failure(turns, TurnStatus.DEAD_LETTER, outcome.reason, 0)

@@ -25,6 +25,9 @@ from voicelog.services.shipping.manager import ManagerApiClient
 from voicelog.services.spool import Backlog, DeliveryState, pending_repairs
 
 log = structlog.get_logger("voicelog.shipper")
+# A session's backup is rewritten at most this often while its turns keep flowing; it is always
+# rewritten once the session has nothing left to send, and at shutdown, so it ends complete.
+BACKUP_EVERY_MS = 5000
 
 
 def is_due(backlog: Backlog, now_ms: int, *, batch_size: int, send_interval_ms: int,
@@ -113,6 +116,8 @@ class Shipper:
         self._silence = ""
         self.max_attempts = max_attempts
         self.last_delivery_ms: int | None = None
+        self._backup_written: dict[str, int] = {}  # session -> when its backup was last rewritten (ms)
+        self._backup_due: set[str] = set()  # sessions whose backup lags their delivery state
 
     def wake(self, session_id: str | None = None) -> None:
         """Look at the spool now instead of at the next poll (same-process capture calls this)."""
@@ -123,6 +128,7 @@ class Shipper:
         log.info("shipper_started", api_mode=self.settings.manager_api.api_mode)
         while not stop.is_set():
             self._schedule(flush_all=False)
+            self._write_due_backups()
             await self._idle(stop)
         await self.drain(self.settings.shipper.drain_timeout)
         return self.summary
@@ -248,10 +254,37 @@ class Shipper:
             self._gave_up.set()
         if result.delivered:
             self.last_delivery_ms = self._now()
-        if not self.delivery.deliverable(session_id):
+        finished = not self.delivery.has_deliverable(session_id)
+        if finished:
             self.delivery.clear_flush_request(session_id)
-        if self.backups is not None:
-            self.backups.write(self.spool, session_id, self._now())
+        self._backup(session_id, force=finished)
+
+    def _backup(self, session_id: str, *, force: bool) -> None:
+        """Rewrite a session's backup, at most every BACKUP_EVERY_MS unless ``force``.
+
+        The rewrite is O(turns of the session), so a long session delivered a few turns per
+        round would otherwise be rewritten whole every round.
+        """
+        if self.backups is None:
+            return
+        now = self._now()
+        if not force and now - self._backup_written.get(session_id, 0) < BACKUP_EVERY_MS:
+            self._backup_due.add(session_id)
+            return
+        self._backup_due.discard(session_id)
+        self._backup_written[session_id] = now
+        self.backups.write(self.spool, session_id, now)
+
+    def _write_due_backups(self, *, everything: bool = False) -> None:
+        """Rewrite the backups that lag behind, once their interval has passed (all of them: ``everything``)."""
+        for session_id in list(self._backup_due):
+            if session_id not in self._active:
+                self._backup(session_id, force=everything)
+        if everything:
+            self._backup_written.clear()
+        elif len(self._backup_written) > 1000:  # a long-running daemon forgets finished sessions
+            cutoff = self._now() - BACKUP_EVERY_MS
+            self._backup_written = {k: v for k, v in self._backup_written.items() if v >= cutoff}
 
     def _back_off_round(self, session_id: str) -> float:
         # A round that raised (e.g. disk full while writing status) waits before it runs again,
@@ -293,4 +326,6 @@ class Shipper:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.sender.flush_delivered()  # rounds flush their own; this covers one that could not
+        self._write_due_backups(everything=True)
         await self.gate.aclose()

@@ -23,12 +23,11 @@ from voicelog.services.spool._schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 
 log = structlog.get_logger("voicelog.spool")
 
-log = structlog.get_logger("voicelog.spool")
-
 _SYNCHRONOUS = {Durability.PROCESS: "NORMAL", Durability.POWER: "FULL"}
-# SQLite's own default, stated: a lower one would put a checkpoint's two fsyncs on the capture
-# path more often. A full disk is handled by checkpointing on SQLITE_FULL (ChatHistoryService).
-_WAL_CHECKPOINT_PAGES = 1000
+# SQLite's own default, stated, for processes without a Checkpointer thread (short CLI commands):
+# a lower one would put a checkpoint's two fsyncs on their commits more often. Processes with one
+# raise it out of reach (``_checkpoint``). A full disk is handled by checkpointing on SQLITE_FULL.
+WAL_CHECKPOINT_PAGES = 1000
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024  # a WAL grown past this (long reader) is cut back after
 _REWRITE_MARGIN = 16 * 1024 * 1024  # free space kept beyond a rewrite's two copies
 
@@ -36,9 +35,11 @@ _REWRITE_MARGIN = 16 * 1024 * 1024  # free space kept beyond a rewrite's two cop
 class SpoolConnection:
     """A connection with voicelog's pragmas, a write-transaction helper and size figures."""
 
-    def __init__(self, path: Path, *, durability: Durability, busy_timeout_ms: int) -> None:
+    def __init__(self, path: Path, *, durability: Durability, busy_timeout_ms: int,
+                 autocheckpoint_pages: int = WAL_CHECKPOINT_PAGES) -> None:
         self.path = path
         self._durability, self._busy_timeout_ms = Durability(durability), busy_timeout_ms
+        self.autocheckpoint_pages = autocheckpoint_pages
         self.db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
@@ -49,7 +50,7 @@ class SpoolConnection:
         db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         self._enter_wal_mode(db)
         db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
-        db.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
+        db.execute(q.WAL_AUTOCHECKPOINT_SET.format(int(self.autocheckpoint_pages)))
         db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
         # A turn's row rewritten (text growing, status moving on) or moved by a page split leaves
         # its old bytes behind, in the page or in a freed page, unless zeroed: with secure_delete
@@ -72,7 +73,8 @@ class SpoolConnection:
 
     def sibling(self, *, busy_timeout_ms: int) -> SpoolConnection:
         """A second connection to the same file with the same durability."""
-        return SpoolConnection(self.path, durability=self._durability, busy_timeout_ms=busy_timeout_ms)
+        return SpoolConnection(self.path, durability=self._durability, busy_timeout_ms=busy_timeout_ms,
+                               autocheckpoint_pages=self.autocheckpoint_pages)
 
     def ensure_schema(self) -> None:
         """Create the tables of a new file, bring an older one up to date; refuse a newer one."""

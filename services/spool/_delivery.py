@@ -70,17 +70,24 @@ class DeliveryState:
             "parked": TurnStatus.PARKED.value}).fetchall()
         return [turn_record(row) for row in rows]
 
+    def has_deliverable(self, session_id: str) -> bool:
+        """Whether ``deliverable`` would return anything (one EXISTS, no rows decoded)."""
+        row = self._connection.db.execute(q.HAS_DELIVERABLE, {
+            "session": session_id, "pending": TurnStatus.PENDING.value,
+            "parked": TurnStatus.PARKED.value}).fetchone()
+        return bool(row[0])
+
     def parts_sent(self, session_id: str, seq: int) -> int:
         """How many parts of a split turn the Manager already accepted."""
         row = self._connection.db.execute(q.TURN_PARTS_SENT, (session_id, seq)).fetchone()
         return int(row[0]) if row else 0
 
-    def fix_wire_time(self, session_id: str, seq: int, wire_time: int, last_wire_time: int,
-                      wire_limit: int) -> None:
-        """Pin the report time a turn is sent with, and the limit it is split by, so every retry
-        (and a resumed split turn) sends the identical records."""
+    def fix_wire_times(self, session_id: str, pins: Iterable[tuple[int, int, int]],
+                       last_wire_time: int) -> None:
+        """Pin the report times (and split limits) of several turns, ``(seq, wire_time, wire_limit)``,
+        and the session's last report time, in one transaction: one commit per round, not per turn."""
         with self._connection.write() as db:
-            db.execute(q.TURN_SET_WIRE_TIME, (wire_time, wire_limit, session_id, seq))
+            db.executemany(q.TURN_SET_WIRE_TIME, [(wire, limit, session_id, seq) for seq, wire, limit in pins])
             db.execute(q.SESSION_SET_LAST_WIRE_TIME, (last_wire_time, session_id))
 
     def record_parts_sent(self, session_id: str, seq: int, parts_sent: int) -> None:

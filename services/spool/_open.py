@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from voicelog.services.backup import BackupWriter, remove_stale_temp_files, tigh
 from voicelog.services.config import Durability
 from voicelog.services.domain import FileLock, wall_ms
 from voicelog.services.sealing import ContentCipher
-from voicelog.services.spool._connection import SpoolConnection
+from voicelog.services.spool._checkpoint import CAPTURE_AUTOCHECKPOINT_PAGES, Checkpointer
+from voicelog.services.spool._connection import WAL_CHECKPOINT_PAGES, SpoolConnection
 from voicelog.services.spool._spool import Spool
 from voicelog.services.spool.recovery import (
     RecoveryReport,
@@ -38,10 +40,14 @@ log = structlog.get_logger("voicelog.recovery")
 def open_spool(path: str | os.PathLike[str], *, durability: Durability = Durability.PROCESS,
                max_bytes: int | None = None, busy_timeout_ms: int = 5000,
                backup_dir: str | os.PathLike[str] | None = None,
-               now: Callable[[], int] = wall_ms, cipher: ContentCipher | None = None) -> Spool:
+               now: Callable[[], int] = wall_ms, cipher: ContentCipher | None = None,
+               checkpoint: bool = False) -> Spool:
     """Check (recovering if need be) and open the spool at ``path``.
 
-    By default the spool lives in the backup folder (``<backup_dir>/spool.db``).
+    By default the spool lives in the backup folder (``<backup_dir>/spool.db``). With
+    ``checkpoint`` (the daemon, job processes: anything long-lived that captures or ships) a
+    ``Checkpointer`` thread copies the WAL into the file and no commit of this process ever
+    runs a checkpoint itself; without it (short CLI commands) SQLite's automatic one does.
     """
     path = Path(path)
     backups = Path(backup_dir) if backup_dir is not None else path.parent
@@ -50,10 +56,21 @@ def open_spool(path: str | os.PathLike[str], *, durability: Durability = Durabil
         tighten_data_dir(folder)  # the spool's own folder only when it is voicelog's (see there)
     users = FileLock(f"{path}.users.lock")
     alone, report = _check_when_alone(path, backups, users, now())
-    connection, found_later = _connect(path, backups, durability, busy_timeout_ms, now)
+    pages = CAPTURE_AUTOCHECKPOINT_PAGES if checkpoint else WAL_CHECKPOINT_PAGES
+    connection, found_later = _connect(path, backups, durability, busy_timeout_ms, now, pages)
     report = found_later or report
+    checkpointer = Checkpointer(path, busy_timeout_ms=busy_timeout_ms).start() if checkpoint else None
+
+    def release() -> None:
+        if checkpointer is not None:
+            checkpointer.stop()
+        users.release()
+
     spool = Spool(connection, backup_dir=backups, max_bytes=max_bytes, cipher=cipher, now=now,
-                  on_close=users.release)
+                  on_close=release)
+    spool.checkpointer = checkpointer
+    if checkpointer is not None:  # a spool dropped without close() must not leave its thread behind
+        weakref.finalize(spool, checkpointer.stop_soon)
     spool.recovery = report
     if report is not None:
         _rebuild_quarantined_backups(spool, report, now())
@@ -111,11 +128,12 @@ def _repair_what_older_runs_left(spool: Spool, now_ms: int) -> None:
 
 
 def _connect(path: Path, backup_dir: Path, durability: Durability, busy_timeout_ms: int,
-             now: Callable[[], int]) -> tuple[SpoolConnection, RecoveryReport | None]:
+             now: Callable[[], int], pages: int) -> tuple[SpoolConnection, RecoveryReport | None]:
     """Connect and create the schema; a file others had open and that proves damaged is recovered."""
     connection = None
     try:
-        connection = SpoolConnection(path, durability=durability, busy_timeout_ms=busy_timeout_ms)
+        connection = SpoolConnection(path, durability=durability, busy_timeout_ms=busy_timeout_ms,
+                                 autocheckpoint_pages=pages)
         connection.ensure_schema()
         return connection, None
     except sqlite3.DatabaseError as exc:
@@ -133,7 +151,8 @@ def _connect(path: Path, backup_dir: Path, durability: Durability, busy_timeout_
             replaced = False
         if not replaced:
             report = recover(path, backup_dir, reason, now())
-    connection = SpoolConnection(path, durability=durability, busy_timeout_ms=busy_timeout_ms)
+    connection = SpoolConnection(path, durability=durability, busy_timeout_ms=busy_timeout_ms,
+                                 autocheckpoint_pages=pages)
     connection.ensure_schema()
     return connection, report
 

@@ -15,6 +15,9 @@ TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
 META_SET = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 CHECKPOINT_PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
 CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
+CHECKPOINT_RESTART = "PRAGMA wal_checkpoint(RESTART)"
+DATA_VERSION = "PRAGMA data_version"
+WAL_AUTOCHECKPOINT_SET = "PRAGMA wal_autocheckpoint={:d}"
 SECURE_DELETE_ON = "PRAGMA secure_delete=ON"
 # Interior pages of an index keep copies of keys as dividers even after their rows are deleted:
 # rebuilt, the old pages are freed (and zeroed under secure_delete=ON).
@@ -45,7 +48,8 @@ SESSION_IDS_OF_DEVICE = "SELECT session_id FROM sessions WHERE mac=? OR session_
 SESSION_END = "UPDATE sessions SET ended_ms=?, end_reason=?, updated_ms=? WHERE session_id=?"
 SESSION_ADD_SKIPPED = "UPDATE sessions SET skipped=skipped+? WHERE session_id=?"
 SESSION_REQUEST_FLUSH = "UPDATE sessions SET flush_requested=1 WHERE session_id=?"
-SESSION_CLEAR_FLUSH = "UPDATE sessions SET flush_requested=0 WHERE session_id=?"
+# Only a set flag is written: a no-op UPDATE of the row would still cost a WAL frame and a commit.
+SESSION_CLEAR_FLUSH = "UPDATE sessions SET flush_requested=0 WHERE session_id=? AND flush_requested<>0"
 SESSION_SET_AGENT = "UPDATE sessions SET agent_id=? WHERE session_id=?"
 SESSION_SET_LAST_WIRE_TIME = "UPDATE sessions SET last_wire_time=? WHERE session_id=?"
 SESSION_ASSIGN_MAC = ("UPDATE sessions SET mac=?, mac_valid=1, mac_source='replay', updated_ms=?"
@@ -145,6 +149,10 @@ DELIVERABLE = (
     f"SELECT {TURN_FIELDS} FROM turns WHERE session_id=:session AND status IN (:pending, :parked)"
     " AND seq < COALESCE((SELECT MIN(seq) FROM turns WHERE session_id=:session AND status='open'),"
     " 9223372036854775807) ORDER BY seq")
+HAS_DELIVERABLE = (
+    "SELECT EXISTS (SELECT 1 FROM turns WHERE session_id=:session AND status IN (:pending, :parked)"
+    " AND seq < COALESCE((SELECT MIN(seq) FROM turns WHERE session_id=:session AND status='open'),"
+    " 9223372036854775807))")
 TURN_PARTS_SENT = "SELECT parts_sent FROM turns WHERE session_id=? AND seq=?"
 TURN_SET_WIRE_TIME = "UPDATE turns SET wire_time=?, wire_limit=? WHERE session_id=? AND seq=?"
 TURN_SET_PARTS_SENT = "UPDATE turns SET parts_sent=? WHERE session_id=? AND seq=?"

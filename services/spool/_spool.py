@@ -24,6 +24,7 @@ from voicelog.services.domain import (
 from voicelog.services.sealing import ContentCipher, is_sealed
 from voicelog.services.spool import _queries as q
 from voicelog.services.spool._bulk import import_session, merge_rows, turn_values
+from voicelog.services.spool._checkpoint import Checkpointer
 from voicelog.services.spool._connection import SpoolConnection
 from voicelog.services.spool._errors import DuplicateTurn, SessionErased, SpoolFull
 from voicelog.services.spool._orphans import adopt_orphans, orphan_counts, orphan_ids_of
@@ -61,6 +62,7 @@ class Spool:
         self.cipher = cipher
         self.recovery: RecoveryReport | None = None  # set by open_spool when it repaired something
         self.adopted: dict[str, int] = {}  # turns found without a session row at open, given one
+        self.checkpointer: Checkpointer | None = None  # set by open_spool(checkpoint=True)
         self._now = now
         self._on_close = on_close
 

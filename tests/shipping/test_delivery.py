@@ -132,3 +132,24 @@ async def test_long_content_is_split_into_marked_rows_in_order(tmp_path, referen
     assert parts[1].startswith("(cont. 2/")
     rebuilt = parts[0] + "".join(p.split(") ", 1)[1] for p in parts[1:])
     assert rebuilt.replace(" ", "") == long_text.replace(" ", "")
+
+
+async def test_turns_accepted_before_a_retry_wait_are_marked_delivered_while_it_waits(tmp_path, reference_manager):
+    """Marks are written in groups, but never held over a backoff: a crash while waiting re-sends nothing accepted."""
+    await reference_manager.bind_device(MAC)
+    settings = delivery_settings(tmp_path, reference_manager,
+                                 shipper={"retry_initial": 30.0, "retry_max": 30.0})
+    spool = host_spool(settings)
+    session_id = capture_numbered(settings, spool, MAC, 6)
+    reference_manager.fail_http(503, 1, after=3)  # turns 1-3 accepted (fewer than a group), 4 refused
+
+    def turn_four_failed() -> bool:
+        return spool.turns(session_id)[3].attempts >= 1
+
+    async with running_shipper(settings, spool) as shipper:
+        await eventually(turn_four_failed, what="turn 4 refused once")
+        statuses = [t.status for t in spool.turns(session_id)]
+        assert statuses[:3] == [TurnStatus.DELIVERED] * 3, "accepted turns left unmarked over a wait"
+        assert statuses[3] is TurnStatus.PENDING
+        shipper.stopping.set()  # cut the 30 s backoff short; the rest goes in the drain
+    assert contents(await reference_manager.rows(session_id))[:3] == ["turn 1", "turn 2", "turn 3"]

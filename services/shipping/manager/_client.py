@@ -13,7 +13,7 @@ from urllib.parse import quote
 import structlog
 
 from voicelog.services.config import ManagerApiSettings
-from voicelog.services.domain import SecretMask
+from voicelog.services.domain import SecretMask, debug_enabled
 from voicelog.services.shipping.manager._outcome import (
     CODE_BLANK_FIELD,
     DeliveryResult,
@@ -43,7 +43,8 @@ SECRET_CHECK_MAC = "00:00:00:00:00:00"
 SECRET_CHECK_SESSION = "voicelog-secret-check"
 _HEADER_SAFE = "!#$&'()*+,-./:;=?@[]^_`{|}~"
 
-log = structlog.get_logger("voicelog.manager_api")
+LOGGER = "voicelog.manager_api"
+log = structlog.get_logger(LOGGER)
 
 
 class ManagerApiClient:
@@ -118,7 +119,9 @@ class ManagerApiClient:
         else:
             result = classify(raw.status, raw.headers, raw.body, endpoint=endpoint)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-        return replace(result, reason=self._redact(result.reason)), elapsed_ms
+        reason = self._redact(result.reason)
+        # A copy only when something was masked (rare): this runs once per request.
+        return (result if reason == result.reason else replace(result, reason=reason)), elapsed_ms
 
     async def _lookup_agent_id(self, mac: str) -> tuple[str | None, bool]:
         """Ask the Manager; returns (agent id or None, whether the answer is worth caching)."""
@@ -160,9 +163,10 @@ class ManagerApiClient:
     def _log_result(self, endpoint: str, result: DeliveryResult, elapsed_ms: float,
                     **context: object) -> None:
         """Log every request at DEBUG and anything not delivered at WARNING; never the content."""
-        log.debug("manager api request", endpoint=endpoint, outcome=str(result.outcome),
-                  http_status=result.http_status, code=result.code, elapsed_ms=elapsed_ms,
-                  **context)
+        if debug_enabled(LOGGER):  # the filtered call alone costs more than the check
+            log.debug("manager api request", endpoint=endpoint, outcome=str(result.outcome),
+                      http_status=result.http_status, code=result.code, elapsed_ms=elapsed_ms,
+                      **context)
         if result.outcome is not Outcome.DELIVERED:
             log.warning("manager api did not take delivery", endpoint=endpoint,
                         outcome=str(result.outcome), reason=result.reason,

@@ -41,6 +41,9 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps(ensure_ascii=False) builds one per call
+
+
 class AiohttpTransport:
     """A long-lived keep-alive aiohttp session that speaks ``Transport``."""
 
@@ -57,9 +60,9 @@ class AiohttpTransport:
                       json_body: object | None) -> RawResponse:
         """Send one request and read at most the body limit of its answer."""
         session = self._open_session()
-        data = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
+        data = None if json_body is None else _ENCODER.encode(json_body).encode()
         try:
-            async with session.request(method, url, headers=dict(headers), data=data,
+            async with session.request(method, url, headers=headers, data=data,
                                        allow_redirects=False) as response:
                 body = await _read_capped(response, self._read_limit)
                 return RawResponse(response.status, dict(response.headers.items()), body)
