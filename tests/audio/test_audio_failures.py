@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
 from tests.audio.test_audio_bounds import tone
@@ -35,14 +39,21 @@ async def test_an_encoder_that_fails_costs_the_clips_and_nothing_else(tmp_path, 
         spool.close()
 
 
-async def test_a_clip_never_finished_is_waited_for_briefly_then_the_turn_goes_without(tmp_path):
-    """A job process that died mid-encode leaves a reservation: delivery waits its grace, then sends none."""
+@contextlib.contextmanager
+def one_captured_turn(tmp_path) -> Iterator[tuple]:
+    """Audio on, one child's turn captured: (settings, spool, service, turn, clip store); the spool closes after."""
     settings = make_settings(tmp_path, audio=AUDIO_ON)
     spool = host_spool(settings)
     try:
         service = ChatHistoryService(spool, resolve_identity(room_for(MAC), {}, MAC), settings.chat_history)
-        turn = service.add_message(ChatType.USER, "hello")
-        store = ClipStore(spool)
+        yield settings, spool, service, service.add_message(ChatType.USER, "hello"), ClipStore(spool)
+    finally:
+        spool.close()
+
+
+async def test_a_clip_never_finished_is_waited_for_briefly_then_the_turn_goes_without(tmp_path):
+    """A job process that died mid-encode leaves a reservation: delivery waits its grace, then sends none."""
+    with one_captured_turn(tmp_path) as (settings, spool, _, turn, store):
         assert store.reserve(turn.session_id, turn.seq, now_ms=0)  # long ago
         attacher = ClipAttacher(DeliveryState(spool), settings.audio, grace_ms=200)
         assert await attacher.audio_for(turn) is None
@@ -50,22 +61,13 @@ async def test_a_clip_never_finished_is_waited_for_briefly_then_the_turn_goes_wi
         assert store.of_session(turn.session_id) == {}  # its place is given up
         assert store.fill(turn.session_id, turn.seq, b"late", 1.0, settings.audio.max_bytes) is None
         assert store.totals() == (0, 0)
-    finally:
-        spool.close()
 
 
 async def test_a_clip_finished_during_the_grace_is_sent(tmp_path):
     """A clip still encoding when its turn is due is waited for and attached."""
-    import asyncio
-
     from voicelog.services.audio import encode_clip
 
-    settings = make_settings(tmp_path, audio=AUDIO_ON)
-    spool = host_spool(settings)
-    try:
-        service = ChatHistoryService(spool, resolve_identity(room_for(MAC), {}, MAC), settings.chat_history)
-        turn = service.add_message(ChatType.USER, "hello")
-        store = ClipStore(spool)
+    with one_captured_turn(tmp_path) as (settings, spool, service, turn, store):
         assert store.reserve(turn.session_id, turn.seq, now_ms=service._now())
         attacher = ClipAttacher(DeliveryState(spool), settings.audio)
         waiting = asyncio.ensure_future(attacher.audio_for(turn))
@@ -74,8 +76,6 @@ async def test_a_clip_finished_during_the_grace_is_sent(tmp_path):
         assert store.fill(turn.session_id, turn.seq, encode_clip(tone(1.0)), 1.0, settings.audio.max_bytes)
         audio = await asyncio.wait_for(waiting, 5)
         assert audio is not None and attacher.attached == 1
-    finally:
-        spool.close()
 
 
 @pytest.mark.parametrize("bad", [b"", b"OggS" + b"\x00" * 10])
