@@ -77,6 +77,9 @@ async def _session(settings: Settings, room: str, device: str, lines: asyncio.Qu
             served = await server.open_session(room, device)
         except Exception as exc:  # noqa: BLE001 - whatever stopped it, said in one line
             print(f"voicelog: the session did not start: {exc}", file=err)
+            if "api_key" in str(exc) or "API_KEY" in str(exc):  # a plugin or inference wants credentials
+                print("voicelog: hint: for a console without credentials set agent.stt, agent.llm and "
+                      "agent.tts to scripted (e.g. VOICELOG__AGENT__LLM=scripted)", file=err)
             await server.drain()
             return 1
         print(f"talking as {device} in session {served.identity.session_id} "

@@ -66,6 +66,18 @@ def test_empty_input_ends_at_once_and_a_bad_mac_is_refused(tmp_path):
     assert bad.returncode == 2 and "'nope' is not a MAC address" in bad.stderr
 
 
+def test_the_default_agent_without_credentials_says_how_to_talk_without_them(tmp_path):
+    """The built-in inference agent and no LIVEKIT_API_KEY: exit 1, the cause, and the scripted way out."""
+    config = config_file(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "VOICELOG__AGENT__"))}
+    done = subprocess.run([sys.executable, "main.py", "--config", str(config), "talk", "--mac", MAC],
+                          input="hello\n", capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "voicelog: the session did not start: api_key is required" in done.stderr
+    assert "set agent.stt, agent.llm and agent.tts to scripted" in done.stderr
+    assert done.stdout == ""
+
+
 @pytest.mark.parametrize(("target", "code", "says"), [
     ("no_such_module_xyz:make", 2, "cannot import module 'no_such_module_xyz': ModuleNotFoundError"),
     ("{module}:missing", 2, "has no 'missing'"),
