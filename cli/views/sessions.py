@@ -171,7 +171,9 @@ def purge_lines(report: PurgeReport, *, dry_run: bool) -> None:
     verb = "would erase" if dry_run else "erased"
     live = (f" ({len(report.live)} still live: {'their' if len(report.live) > 1 else 'its'} further turns "
             f"{'would be' if dry_run else 'are'} refused and counted)") if report.live else ""
-    print(f"{verb} {len(report.sessions)} sessions{live}, {report.turns} turns, {len(report.files)} files")
+    voices = f", {plural(report.clips, 'audio clip')}" if report.clips else ""
+    print(f"{verb} {plural(len(report.sessions), 'session')}{live}, {plural(report.turns, 'turn')}{voices}, "
+          f"{plural(len(report.files), 'backup file')}")
     for path in report.files:
         print(f"  {path}")
     if report.leftovers:

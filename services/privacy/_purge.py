@@ -28,7 +28,7 @@ from voicelog.services.backup import (
 )
 from voicelog.services.domain import mac_from_room_name, wall_ms
 from voicelog.services.memory import EraseReport, MemoryEraser
-from voicelog.services.spool import Spool
+from voicelog.services.spool import ClipStore, Spool
 
 
 @dataclass
@@ -38,6 +38,7 @@ class PurgeReport:
     sessions: list[str] = field(default_factory=list)
     live: list[str] = field(default_factory=list)  # still being captured: later turns refused
     turns: int = 0
+    clips: int = 0  # the children's voices (audio.enabled), erased with their turns
     files: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)  # other dead writers' temporary files, removed too
     errors: list[str] = field(default_factory=list)
@@ -58,6 +59,8 @@ def purge(spool: Spool, backup_dir: str | Path, *, mac: str | None = None,
     records = {s: spool.session(s) for s in chosen}
     report.live = sorted(s for s, record in records.items() if record is not None and record.ended_ms is None)
     report.turns = sum(spool.turn_count(s) for s in chosen)
+    clips = ClipStore(spool)
+    report.clips = sum(len(clips.of_session(s)) for s in chosen)
     wanted = chosen | ({session_id} if session_id else set())
     paths = _files_to_remove(backup_dir, spool.path, _needles(mac, wanted), wanted, mac)
     writer = BackupWriter(backup_dir)

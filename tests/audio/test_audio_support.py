@@ -68,8 +68,11 @@ async def test_verify_reports_a_corrupt_clip(tmp_path, capsys):
 
 
 async def test_purge_from_the_command_line_erases_the_clips(tmp_path, capsys):
-    """`backups purge --mac`: no clip left in any file."""
+    """`backups purge --mac`: the dry run counts the clips, the purge says it erased them, none left in any file."""
     backups, _ = await box_with_clips(tmp_path)
     assert files_with(tmp_path, b"OggS")
+    assert main([*backups, "purge", "--mac", MAC, "--dry-run"]) == 0
+    assert "would erase 1 session, 4 turns, 2 audio clips, 1 backup file" in capsys.readouterr().out
     assert main([*backups, "purge", "--mac", MAC]) == 0
+    assert "erased 1 session, 4 turns, 2 audio clips, 1 backup file" in capsys.readouterr().out
     assert files_with(tmp_path, b"OggS") == []

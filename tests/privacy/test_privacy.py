@@ -45,7 +45,7 @@ async def test_purge_dry_run_changes_nothing(tmp_path, capsys):
     before = {p: p.read_bytes() for p in every_file(tmp_path / "backups")}
     config = str(tmp_path / "voicelog-test.yaml")
     assert main(["--config", config, "backups", "purge", "--mac", MAC, "--dry-run"]) == 0
-    assert "would erase 1 sessions" in capsys.readouterr().out
+    assert "would erase 1 session" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in every_file(tmp_path / "backups")} == before
 
 

@@ -53,7 +53,7 @@ async def test_purge_removes_a_killed_writers_temp_file_and_a_backup_only_on_dis
     assert temp in capsys.readouterr().out and not os.path.exists(temp)
     assert cli(box, "purge", "--session", copied) == 0
     out = capsys.readouterr().out
-    assert "erased 1 sessions" in out and str(only_on_disk) in out and not only_on_disk.exists()
+    assert "erased 1 session" in out and str(only_on_disk) in out and not only_on_disk.exists()
     box.spool.close()
     assert holding(box.backup_dir, WORDS) == [] and holding(box.backup_dir, "from another box") == []
     assert holding(box.backup_dir, MAC) == [] and holding(box.backup_dir, MAC.replace(":", "")) == []

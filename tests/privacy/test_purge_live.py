@@ -64,7 +64,7 @@ async def test_purging_a_live_session_refuses_its_later_turns_and_counts_them(tm
     assert cli(box, "list", "--json") == 0
     assert [s["mac"] for s in json.loads(capsys.readouterr().out)] == [OTHER_MAC]
     assert cli(box, "purge", "--mac", MAC, "--dry-run") == 0
-    assert "would erase 0 sessions, 0 turns, 0 files" in capsys.readouterr().out
+    assert "would erase 0 sessions, 0 turns, 0 backup files" in capsys.readouterr().out
     service.spool.close()
     box.spool.close()
     assert holding(box.backup_dir, WORDS) == []
@@ -109,7 +109,7 @@ async def test_turns_an_older_version_left_without_a_session_are_shown_repaired_
         assert cli(box, "verify") == 1
         assert "3 turn(s) have no session row" in capsys.readouterr().out
         assert cli(box, "purge", "--mac", MAC, "--dry-run") == 0
-        assert "would erase 1 sessions, 3 turns" in capsys.readouterr().out
+        assert "would erase 1 session, 3 turns" in capsys.readouterr().out
     finally:
         daemon_using_the_spool.release()
 
