@@ -39,6 +39,8 @@ def iso_ms(ms: int | None) -> str | None:
     """An epoch-millisecond time as ISO 8601 UTC with milliseconds (``2026-11-28T14:21:24.123+00:00``)."""
     if ms is None:
         return None
+    if type(ms) is not int:  # (a float or an int subclass from some caller: the plain way)
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
     # Every backup write formats two times per turn, and a session's times share a few seconds:
     # the date and time up to the second come from a small cache, the milliseconds are appended.
     # Floor division keeps times before 1970 right (-500 ms is 23:59:59.500 of the day before).

@@ -55,3 +55,4 @@ def test_render_session_is_the_document_rendered(seed: int) -> None:
 def test_times_before_1970_and_at_second_edges_read_as_the_clock_would() -> None:
     for ms in (0, 1, 999, 1000, -1, -500, -1000, -1001, 1_764_339_684_000, 1_764_339_684_999):
         assert iso_ms(ms) == datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    assert iso_ms(1_764_339_684_123.0) == "2025-11-28T14:21:24.123+00:00"  # a float still reads
