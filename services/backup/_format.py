@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,20 @@ class Backup:
 
 
 def iso_ms(ms: int | None) -> str | None:
-    """An epoch-millisecond time as ISO 8601 UTC with milliseconds."""
+    """An epoch-millisecond time as ISO 8601 UTC with milliseconds (``2026-11-28T14:21:24.123+00:00``)."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    if type(ms) is not int:  # (a float or an int subclass from some caller: the plain way)
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    # Every backup write formats two times per turn, and a session's times share a few seconds:
+    # the date and time up to the second come from a small cache, the milliseconds are appended.
+    # Floor division keeps times before 1970 right (-500 ms is 23:59:59.500 of the day before).
+    return f"{_iso_second(ms // 1000)}.{ms % 1000:03d}+00:00"
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).isoformat(timespec="seconds")[:-6]  # without +00:00
 
 
 def iso_to_ms(text: str | None) -> int | None:
@@ -145,3 +156,51 @@ def render(document: dict[str, Any]) -> str:
     head = encode({k: v for k, v in document.items() if k != "turns"})
     turns = ",\n  ".join(encode(turn) for turn in document["turns"])
     return f'{head[:-1]}, "turns": [\n  {turns}\n]}}\n' if turns else f'{head[:-1]}, "turns": []}}\n'
+
+
+_string = json.encoder.encode_basestring  # the C escaper JSONEncoder(ensure_ascii=False) uses
+_ROLES = {ChatType.USER: '"user"'}
+_AGENT = '"agent"'
+
+
+def render_session(session: SessionRecord, turns: list[Turn], written_ms: int) -> str:
+    """``render(session_document(...))``, byte for byte, without the dicts in between.
+
+    The shipper writes a session's backup after every delivery that finishes it; building a
+    dict per turn and encoding it was most of the Python time of that write.
+    (tests/backup/test_backup_render.py holds the two to the same text.)
+    """
+    head = _ENCODER.encode({k: v for k, v in session_document(session, [], written_ms).items() if k != "turns"})
+    lines = ",\n  ".join(map(_turn_line, turns))
+    return f'{head[:-1]}, "turns": [\n  {lines}\n]}}\n' if lines else f'{head[:-1]}, "turns": []}}\n'
+
+
+def _turn_line(turn: Turn) -> str:
+    meta = _meta_fields(turn) if turn.meta is not None else None
+    return (f'{{"id": {_string(turn.turn_id)}, "seq": {_number(turn.seq)}, '
+            f'"chat_type": {int(turn.chat_type)}, "role": {_ROLES.get(turn.chat_type, _AGENT)}, '
+            f'"content": {_string(turn.content)}, "report_time_ms": {_number(turn.report_ms)}, '
+            f'"captured_at": {_optional_time(turn.captured_ms)}, '
+            f'"interrupted": {_boolean(turn.interrupted)}, '
+            f'"status": {_string(turn.status.value)}, "attempts": {_number(turn.attempts)}, '
+            f'"last_error": {"null" if turn.last_error is None else _string(turn.last_error)}, '
+            f'"delivered_at": {_optional_time(turn.delivered_ms)}'
+            + (f', {_ENCODER.encode(meta)[1:-1]}}}' if meta else '}'))
+
+
+def _number(value: int | None) -> str:
+    # As the encoder writes it: int.__repr__ for the ints stored columns hold, the encoder for anything else.
+    if value is None:
+        return "null"
+    return int.__repr__(value) if type(value) is int else _ENCODER.encode(value)
+
+
+def _boolean(value: bool) -> str:
+    if type(value) is bool:
+        return "true" if value else "false"
+    return _ENCODER.encode(value)
+
+
+def _optional_time(ms: int | None) -> str:
+    return "null" if ms is None else f'"{iso_ms(ms)}"'
+

@@ -13,10 +13,10 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from voicelog.services.backup._folder import TEMP_PREFIX, TEMP_SUFFIX
-from voicelog.services.backup._format import backup_file_name, day_folder, render, session_document
+from voicelog.services.backup._format import backup_file_name, day_folder, render_session
 from voicelog.services.domain import FileLock, SessionRecord, Turn
 
 
@@ -36,6 +36,7 @@ class BackupWriter:
     def __init__(self, backup_dir: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self.backup_dir = Path(backup_dir)
         self.fsync = fsync
+        self._day_folders: set[Path] = set()  # day folders this writer made or found (see write)
 
     def path_for(self, session: SessionRecord) -> Path:
         """Where a session's backup lives."""
@@ -43,19 +44,27 @@ class BackupWriter:
 
     def write(self, source: SessionSource, session_id: str, now_ms: int) -> Path | None:
         """Rewrite the session's backup from the source's current state; None if no such session."""
-        session = source.session(session_id)
-        if session is None:
-            return None
-        target = self.path_for(session)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self.locked():
             # Read inside the lock so a slower writer can never replace newer state, nor write
             # back a session erased meanwhile (purge deletes files under the same lock).
             session = source.session(session_id)
             if session is None:
                 return None
-            self._replace(target, session_document(session, source.turns(session_id), now_ms))
+            target = self.path_for(session)
+            text = render_session(session, source.turns(session_id), now_ms)
+            if target.parent not in self._day_folders:  # one mkdir per day folder, not per write
+                self._make_folder(target.parent)
+            try:
+                self._replace(target, text)
+            except FileNotFoundError:
+                # The day folder went since (retention removes empty ones): make it again.
+                self._make_folder(target.parent)
+                self._replace(target, text)
         return target
+
+    def _make_folder(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._day_folders.add(folder)
 
     def rewrite(self, source: SessionSource, relative_paths: Iterable[str], now_ms: int) -> list[str]:
         """Write afresh each listed backup (relative to the folder) whose session the source has."""
@@ -72,8 +81,7 @@ class BackupWriter:
         self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return FileLock(self.backup_dir / ".write.lock")
 
-    def _replace(self, target: Path, document: dict[str, Any]) -> None:
-        text = render(document)
+    def _replace(self, target: Path, text: str) -> None:
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate from hostile input: readable beats exact
@@ -85,7 +93,7 @@ class BackupWriter:
                 if self.fsync:
                     handle.flush()
                     os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
+            # No chmod: mkstemp creates the file 0600 whatever the umask (a umask only removes bits).
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

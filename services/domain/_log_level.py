@@ -19,4 +19,10 @@ def debug_enabled(logger_name: str) -> bool:
     processors = structlog.get_config()["processors"]
     if not processors or processors[0] is not structlog.stdlib.filter_by_level:
         return True
-    return logging.getLogger(logger_name).isEnabledFor(logging.DEBUG)
+    logger = _loggers.get(logger_name)
+    if logger is None:  # getLogger takes the logging module's lock: once per name, not per call
+        logger = _loggers[logger_name] = logging.getLogger(logger_name)
+    return logger.isEnabledFor(logging.DEBUG)
+
+
+_loggers: dict[str, logging.Logger] = {}  # loggers live as long as the process: safe to keep

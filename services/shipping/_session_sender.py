@@ -46,6 +46,7 @@ NO_MAC_REASON = "session has no valid device MAC; replay it with --mac once the 
 # between two requests. A crash re-sends at most this many turns of a session (the turns
 # accepted but not yet marked, or the one in flight): see docs/guarantees.md.
 MARK_DELIVERED_EVERY = 8
+NOTHING_LEFT = DeliveryResult(Outcome.DELIVERED, "nothing left to send")  # immutable: one for all
 
 
 @dataclass
@@ -174,7 +175,7 @@ class SessionSender:
 
         ``resumed``: the turn was tried before (its wire time was pinned by an earlier round).
         """
-        result = DeliveryResult(Outcome.DELIVERED, "nothing left to send")
+        result = NOTHING_LEFT
         stored = 0
         # Only a split turn tried before can have parts accepted already (one split by an older
         # voicelog, without a pinned limit, may have been cut differently): else no read.

@@ -148,9 +148,16 @@ def turn_record(row: tuple) -> Turn:
     """A Turn from a row of TURN_FIELDS."""
     (session_id, seq, chat_type, content, report_ms, captured_ms, interrupted, status,
      attempts, last_error, next_attempt_ms, wire_time, delivered_ms, meta, wire_limit) = row
-    return Turn(session_id, seq, ChatType(chat_type), content, report_ms, captured_ms,
-                bool(interrupted), TurnStatus(status), attempts, last_error, next_attempt_ms,
-                wire_time, delivered_ms, turn_meta_from_json(meta), wire_limit)
+    # Plain dict look-ups instead of Enum(value) calls (~0.5 us each, two per turn read); a value
+    # not in them still goes through the Enum, which raises as before.
+    return Turn(session_id, seq, _CHAT_TYPES.get(chat_type) or ChatType(chat_type), content, report_ms,
+                captured_ms, bool(interrupted), _STATUSES.get(status) or TurnStatus(status), attempts,
+                last_error, next_attempt_ms, wire_time, delivered_ms,
+                turn_meta_from_json(meta) if meta is not None else None, wire_limit)
+
+
+_CHAT_TYPES = {int(c): c for c in ChatType}
+_STATUSES = {s.value: s for s in TurnStatus}
 
 
 def session_record(row: tuple) -> SessionRecord:

@@ -28,6 +28,10 @@ _RETRYABLE_HTTP = frozenset({408, 429})
 # Every other non-2xx answer (redirects, 404/405, 403, ...) is not the Manager judging the turn.
 _VERDICT_HTTP = frozenset({400, 413, 414, 422})
 _DELAY_SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+# Verdicts on short 2xx bodies that meant "delivered", by (status, body, endpoint): see classify.
+_SUCCESS_VERDICTS: dict[tuple[int, bytes, str], DeliveryResult] = {}
+_REMEMBERED_BODY_LIMIT = 256
+_REMEMBERED_VERDICTS = 64
 
 
 class Outcome(StrEnum):
@@ -94,7 +98,19 @@ def classify(http_status: int, headers: Mapping[str, str], body: bytes, *,
     if endpoint not in ENDPOINTS:
         raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}; got {endpoint!r}")
     if 200 <= http_status < 300:
-        return _classify_envelope(http_status, body, endpoint)
+        # A 2xx answer is judged by its body alone, and the Manager says the same few short
+        # bodies again and again ({"code":0,"msg":"success","data":true}): the verdict on such
+        # a body is remembered (the same function of the same bytes), sparing a JSON parse per request.
+        key = (http_status, body, endpoint) if type(body) is bytes else None
+        remembered = _SUCCESS_VERDICTS.get(key) if key is not None else None
+        if remembered is not None:
+            return remembered
+        result = _classify_envelope(http_status, body, endpoint)
+        if key is not None and result.outcome is Outcome.DELIVERED and len(body) <= _REMEMBERED_BODY_LIMIT:
+            if len(_SUCCESS_VERDICTS) >= _REMEMBERED_VERDICTS:
+                _SUCCESS_VERDICTS.clear()  # a Manager that varies its bodies gains nothing from it
+            _SUCCESS_VERDICTS[key] = result
+        return result
     return _classify_http_error(http_status, headers, body)
 
 

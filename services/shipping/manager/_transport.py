@@ -65,7 +65,8 @@ class AiohttpTransport:
             async with session.request(method, url, headers=headers, data=data,
                                        allow_redirects=False) as response:
                 body = await _read_capped(response, self._read_limit)
-                return RawResponse(response.status, dict(response.headers.items()), body)
+                # The response's own read-only header view (a Mapping): no copy per request.
+                return RawResponse(response.status, response.headers, body)
         except asyncio.TimeoutError as error:
             raise TransportError(f"{describe_error(error)}: no answer within {self._timeout.total}s") from error
         except (aiohttp.ClientError, OSError, ValueError) as error:
