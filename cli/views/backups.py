@@ -12,7 +12,6 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -40,22 +39,11 @@ def export_views(catalog: Catalog, args: argparse.Namespace) -> list[SessionView
 
 def readable(view: SessionView, settings: Settings) -> SessionView:
     """The view with encrypted content opened for display (or marked when no key opens it)."""
-    from voicelog.services.sealing import ContentKeyError, cipher_from_settings, is_sealed
+    from voicelog.services.sealing import cipher_from_settings
 
-    if not any(is_sealed(t.content) for t in view.turns):
-        return view
     cipher = cipher_from_settings(settings.chat_history.model_copy(update={"encrypt_content": True})) \
         if _has_key(settings) else None
-
-    def opened(text: str) -> str:
-        if not is_sealed(text):
-            return text
-        try:
-            return cipher.open(text) if cipher else "[encrypted: no key configured]"
-        except ContentKeyError:
-            return "[encrypted: none of the configured keys opens it]"
-
-    return replace(view, turns=tuple(replace(t, content=opened(t.content)) for t in view.turns))
+    return view.opened(cipher)
 
 
 def _has_key(settings: Settings) -> bool:

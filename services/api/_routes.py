@@ -17,7 +17,7 @@ import hmac
 import json
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from voicelog.services.config import Settings
 from voicelog.services.domain import wall_ms
 from voicelog.services.memory import MemoryEraser, MemoryReader, Outcome, open_memory_reader
 from voicelog.services.privacy import purge
-from voicelog.services.sealing import ContentKeyError, cipher_from_settings, is_sealed
+from voicelog.services.sealing import cipher_from_settings
 from voicelog.services.spool import Spool, open_spool
 from voicelog.services.support import Catalog, SessionFilter, SessionView, session_json, summary_json
 
@@ -193,17 +193,7 @@ class _Routes:
 
     def _readable(self, view: SessionView) -> SessionView:
         """Sealed content opened for the answer (or marked when no key opens it)."""
-        cipher = self._spool.cipher if self._spool is not None else None
-
-        def opened(text: str) -> str:
-            if not is_sealed(text):
-                return text
-            try:
-                return cipher.open(text) if cipher else "[encrypted: no key configured]"
-            except ContentKeyError:
-                return "[encrypted: none of the configured keys opens it]"
-
-        return replace(view, turns=tuple(replace(t, content=opened(t.content)) for t in view.turns))
+        return view.opened(self._spool.cipher if self._spool is not None else None)
 
     async def aclose(self) -> None:
         """Close what the routes opened, once no request's thread uses it."""

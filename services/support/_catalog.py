@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from voicelog.services.backup import (
@@ -24,6 +24,7 @@ from voicelog.services.backup import (
     read_backup,
 )
 from voicelog.services.domain import SessionRecord, Turn
+from voicelog.services.sealing import ContentCipher, ContentKeyError, is_sealed
 from voicelog.services.spool import Spool
 
 
@@ -36,6 +37,21 @@ class SessionView:
     source: str  # "spool", "backup", or "orphan" (spool turns without a session row, not yet repaired)
     backup_path: Path | None = None
     turns: tuple[Turn, ...] = ()
+
+    def opened(self, cipher: ContentCipher | None) -> SessionView:
+        """This view with sealed content opened for people, or marked where no key opens it."""
+        if not any(is_sealed(t.content) for t in self.turns):
+            return self
+
+        def opened(text: str) -> str:
+            if not is_sealed(text):
+                return text
+            try:
+                return cipher.open(text) if cipher else "[encrypted: no key configured]"
+            except ContentKeyError:
+                return "[encrypted: none of the configured keys opens it]"
+
+        return replace(self, turns=tuple(replace(t, content=opened(t.content)) for t in self.turns))
 
 
 @dataclass(frozen=True)
