@@ -7,6 +7,7 @@ The Manager answers almost everything with HTTP 200 and a ``{"code","msg","data"
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -28,10 +29,7 @@ _RETRYABLE_HTTP = frozenset({408, 429})
 # Every other non-2xx answer (redirects, 404/405, 403, ...) is not the Manager judging the turn.
 _VERDICT_HTTP = frozenset({400, 413, 414, 422})
 _DELAY_SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")
-# Verdicts on short 2xx bodies that meant "delivered", by (status, body, endpoint): see classify.
-_SUCCESS_VERDICTS: dict[tuple[int, bytes, str], DeliveryResult] = {}
-_REMEMBERED_BODY_LIMIT = 256
-_REMEMBERED_VERDICTS = 64
+_REMEMBERED_BODY_LIMIT = 256  # 2xx bodies up to this size have their verdict remembered (see classify)
 
 
 class Outcome(StrEnum):
@@ -101,16 +99,9 @@ def classify(http_status: int, headers: Mapping[str, str], body: bytes, *,
         # A 2xx answer is judged by its body alone, and the Manager says the same few short
         # bodies again and again ({"code":0,"msg":"success","data":true}): the verdict on such
         # a body is remembered (the same function of the same bytes), sparing a JSON parse per request.
-        key = (http_status, body, endpoint) if type(body) is bytes else None
-        remembered = _SUCCESS_VERDICTS.get(key) if key is not None else None
-        if remembered is not None:
-            return remembered
-        result = _classify_envelope(http_status, body, endpoint)
-        if key is not None and result.outcome is Outcome.DELIVERED and len(body) <= _REMEMBERED_BODY_LIMIT:
-            if len(_SUCCESS_VERDICTS) >= _REMEMBERED_VERDICTS:
-                _SUCCESS_VERDICTS.clear()  # a Manager that varies its bodies gains nothing from it
-            _SUCCESS_VERDICTS[key] = result
-        return result
+        if type(body) is bytes and len(body) <= _REMEMBERED_BODY_LIMIT:
+            return _classify_short_envelope(http_status, body, endpoint)
+        return _classify_envelope(http_status, body, endpoint)
     return _classify_http_error(http_status, headers, body)
 
 
@@ -130,6 +121,12 @@ def _classify_http_error(status: int, headers: Mapping[str, str], body: bytes) -
         reason = _clip(f"HTTP {status}: redirected to {where or 'an unnamed place'} (a login page or "
                        f"a wrong manager_api.url?); {body_snippet(body, 80)}")
     return DeliveryResult(Outcome.MISCONFIGURED, reason, status)
+
+
+@functools.lru_cache(maxsize=64)
+def _classify_short_envelope(status: int, body: bytes, endpoint: str) -> DeliveryResult:
+    """``_classify_envelope``, remembered: a pure function of the bytes, with a frozen result."""
+    return _classify_envelope(status, body, endpoint)
 
 
 def _classify_envelope(status: int, body: bytes, endpoint: str) -> DeliveryResult:
