@@ -31,6 +31,7 @@ from voicelog.agent.wiring import host_spool
 from voicelog.services.config import ApiMode, Settings
 
 REPORT_VARIANTS = ("ceiling", "voicelog", "naive")
+REPORT_TARGET = SESSION_TARGET = 0.90  # issue 16's throughput targets, for the CPU budget
 SESSION_VARIANTS = ("ceiling_session", "voicelog_session")
 
 
@@ -56,12 +57,15 @@ def _one(variant: str, manager: ManagerProcess, work: Path, sizes: Any,
     spool.close()
     turns = sizes.delivery_sessions * sizes.delivery_turns
     manager.truncate()
+    server = manager.server_cpu_seconds()
     seconds, cpu = _timed(_sender(variant, manager.url, settings, filled, sizes.concurrency))
+    server = manager.server_cpu_seconds() - server
     if variant.startswith("voicelog"):
         verdicts[variant].append(check_order(manager.rows(), {f.session_id: f.contents for f in filled}))
     elif manager.row_count() != turns:
         raise RuntimeError(f"{variant} stored {manager.row_count()} of {turns} rows")
-    return {"turns_per_s": turns / seconds, "client_cpu_us_per_turn": cpu / turns * 1e6}
+    return {"turns_per_s": turns / seconds, "client_cpu_us_per_turn": cpu / turns * 1e6,
+            "server_cpu_us_per_turn": server / turns * 1e6}
 
 
 def _sender(variant: str, url: str, settings: Settings, filled: list[FilledSession],
@@ -87,8 +91,11 @@ def _rounds(variants: tuple[str, ...], manager: ManagerProcess, work: Path, size
     return {variant: {
         "turns_per_s": round(statistics.median(r["turns_per_s"] for r in results), 1),
         "client_cpu_us_per_turn": round(statistics.median(r["client_cpu_us_per_turn"] for r in results)),
+        "server_cpu_us_per_turn": round(statistics.median(r["server_cpu_us_per_turn"] for r in results)),
         "rounds_turns_per_s": [round(r["turns_per_s"], 1) for r in results],
         "rounds_cpu_us_per_turn": [round(r["client_cpu_us_per_turn"]) for r in results],
+        "rounds_total_cpu_us_per_turn": [round(r["client_cpu_us_per_turn"] + r["server_cpu_us_per_turn"])
+                                         for r in results],
     } for variant, results in runs.items()}
 
 
@@ -100,6 +107,21 @@ def _paired(variants: dict[str, dict[str, Any]], a: str, b: str, key: str) -> di
     """
     rounds = [ratio(x, y) for x, y in zip(variants[a][key], variants[b][key], strict=True)]
     return {"median": round(statistics.median(rounds), 2), "rounds": rounds}
+
+
+def _cpu_bound(variants: dict[str, dict[str, Any]], voicelog: str, ceiling: str, target: float) -> dict[str, Any]:
+    """What the machine's CPU allows voicelog, when client, Manager and MariaDB share its cores.
+
+    With the cores the limit, turns/s follow 1 / (CPU of the whole system per turn), so the
+    ratio voicelog can reach is the ceiling's total CPU per turn over voicelog's (paired per
+    round); ``client_budget_us`` is the client CPU per turn at which voicelog would reach
+    ``target`` given the server CPU it was measured to cause.
+    """
+    paired = _paired(variants, ceiling, voicelog, "rounds_total_cpu_us_per_turn")
+    ceiling_total = statistics.median(variants[ceiling]["rounds_total_cpu_us_per_turn"])
+    budget = ceiling_total / target - variants[voicelog]["server_cpu_us_per_turn"]
+    return {"reachable": paired["median"], "reachable_rounds": paired["rounds"],
+            "client_budget_us": round(budget)}
 
 
 def _order(verdicts: list[dict[str, int]]) -> dict[str, Any]:
@@ -127,10 +149,12 @@ def run(sizes: Any, work: Path) -> dict[str, Any]:
                    "voicelog_vs_ceiling": vs_ceiling["median"],
                    "voicelog_vs_ceiling_rounds": vs_ceiling["rounds"],
                    "cpu_vs_ceiling": _paired(report, "voicelog", "ceiling", cpu)["median"],
-                   "voicelog_vs_naive": _paired(report, "voicelog", "naive", rate)["median"]},
+                   "voicelog_vs_naive": _paired(report, "voicelog", "naive", rate)["median"],
+                   "cpu_bound": _cpu_bound(report, "voicelog", "ceiling", REPORT_TARGET)},
         "session": {"load": load, "variants": session, "order": _order(verdicts["voicelog_session"]),
                     "voicelog_vs_ceiling": session_vs_ceiling["median"],
                     "voicelog_vs_ceiling_rounds": session_vs_ceiling["rounds"],
                     "cpu_vs_ceiling": _paired(session, "voicelog_session", "ceiling_session", cpu)["median"],
-                    "session_vs_report": ratio(session_rate, voicelog, 1)},
+                    "session_vs_report": ratio(session_rate, voicelog, 1),
+                    "cpu_bound": _cpu_bound(session, "voicelog_session", "ceiling_session", SESSION_TARGET)},
     }

@@ -43,6 +43,7 @@ class ManagerProcess:
         self.pid = 0
         self._log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
+        self._mariadb_pid: int | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         """Spawn the server and wait until it prints its URL (tables exist by then)."""
@@ -76,6 +77,16 @@ class ManagerProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def server_cpu_seconds(self) -> float:
+        """CPU seconds used so far by the Manager process and the MariaDB server together.
+
+        The bench's client, the Manager and MariaDB share the machine's cores; what the server
+        side spends per turn tells how far client CPU alone can move the throughput.
+        """
+        if self._mariadb_pid is None:
+            self._mariadb_pid = mariadb_pid()
+        return sum(cpu_seconds(pid) for pid in (self.pid, self._mariadb_pid) if pid)
 
     def connect(self) -> pymysql.connections.Connection:
         """An autocommit connection to the bench database, UTC so DATETIMEs read as written."""
@@ -169,3 +180,26 @@ def process_rss_mb(pid: int | None = None) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def mariadb_pid() -> int | None:
+    """The running MariaDB server's pid (mariadbd, or mysqld on older installs), or None."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name = (entry / "comm").read_text(encoding="ascii").strip()
+            except OSError:
+                continue
+            if name in ("mariadbd", "mysqld"):
+                return int(entry.name)
+    return None

@@ -75,7 +75,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                       "measured": f"{session['voicelog_vs_ceiling']:.0%}",
                       "met": session["voicelog_vs_ceiling"] >= SESSION_VS_CEILING and session["order"]["order_kept"],
                       "context": f"client CPU {cpu['voicelog_session']} vs {cpu['ceiling_session']} us/turn; "
-                                 f"rounds {session.get('voicelog_vs_ceiling_rounds', '')}"})
+                                 f"rounds {session.get('voicelog_vs_ceiling_rounds', '')}"
+                                 + _bound_note(session)})
     if "backlog" in results:
         backlog = results["backlog"]
         growth = backlog["voicelog"]["rss_growth_mb"]
@@ -158,13 +159,15 @@ def _capture(section: dict[str, Any]) -> list[str]:
 def _delivery(section: dict[str, Any]) -> list[str]:
     report, session = section["report"], section["session"]
     load = report["load"]
-    rows = [[name, v["turns_per_s"], v["client_cpu_us_per_turn"], " / ".join(map(_num, v["rounds_turns_per_s"]))]
+    rows = [[name, v["turns_per_s"], v["client_cpu_us_per_turn"], v.get("server_cpu_us_per_turn", "n/a"),
+             " / ".join(map(_num, v["rounds_turns_per_s"]))]
             for part in (report, session) for name, v in part["variants"].items()]
     order = report["order"]
     return [f"### 2-3. Delivery to the reference Manager: {load['sessions']} sessions x "
             f"{load['turns_per_session']} turns, {load['concurrency']} sessions in flight, "
             f"median of {load['rounds']} interleaved rounds", "",
-            *_table(["variant", "turns/s", "client CPU us/turn", "each round (turns/s)"], rows), "",
+            *_table(["variant", "turns/s", "client CPU us/turn", "Manager+MariaDB CPU us/turn",
+                     "each round (turns/s)"], rows), "",
             f"- report mode: voicelog/ceiling **{report['voicelog_vs_ceiling']}** (median of the rounds' "
             f"paired ratios {report.get('voicelog_vs_ceiling_rounds', '')}), client CPU per turn "
             f"**{report.get('cpu_vs_ceiling', 'n/a')}x** the ceiling's, "
@@ -174,7 +177,30 @@ def _delivery(section: dict[str, Any]) -> list[str]:
             f"(paired {session.get('voicelog_vs_ceiling_rounds', '')}), client CPU per turn "
             f"{session.get('cpu_vs_ceiling', 'n/a')}x the ceiling's, voicelog session/report "
             f"{session['session_vs_report']}x; order: lost "
-            f"{session['order']['lost']}, out of order {session['order']['sessions_out_of_order']}"]
+            f"{session['order']['lost']}, out of order {session['order']['sessions_out_of_order']}",
+            *_cpu_bound_lines(report, session)]
+
+
+def _bound_note(part: dict[str, Any]) -> str:
+    bound = part.get("cpu_bound")
+    if not bound:
+        return ""
+    return (f"; the cores allow {bound['reachable']}, 0.90 needs client CPU <= "
+            f"{bound['client_budget_us']} us/turn")
+
+
+def _cpu_bound_lines(report: dict[str, Any], session: dict[str, Any]) -> list[str]:
+    """What the shared cores allow: the CPU-bound ratio and the client budget for 0.90."""
+    if "cpu_bound" not in report:
+        return []
+    lines = ["- what the cores allow (client + Manager + MariaDB CPU per turn, the ceiling's over "
+             "voicelog's, paired per round; and the client CPU per turn at which voicelog would reach "
+             "0.90 of the ceiling, given the server CPU it causes):"]
+    for name, part in (("report", report), ("session", session)):
+        bound = part["cpu_bound"]
+        lines.append(f"  - {name} mode: reachable **{bound['reachable']}** (rounds {bound['reachable_rounds']}); "
+                     f"client budget for 0.90: {bound['client_budget_us']} us/turn")
+    return lines
 
 
 def _latency(section: dict[str, Any]) -> list[str]:

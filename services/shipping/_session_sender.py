@@ -41,10 +41,12 @@ log = structlog.get_logger("voicelog.shipper")
 UNREADABLE_REASON = ("content is encrypted with a key this box does not have; configure "
                      "chat_history encryption keys, then replay")
 NO_MAC_REASON = "session has no valid device MAC; replay it with --mac once the device is known"
-# Turns the Manager accepted are marked delivered in the spool in groups of this many (and
-# before any wait, and at the end of each round): one commit per group instead of one per turn
-# between two requests. A crash re-sends at most this many turns of a session (the turns
-# accepted but not yet marked, or the one in flight): see docs/guarantees.md.
+# Turns the Manager accepted are marked delivered in the spool once a session has this many
+# unmarked (and before any wait, and at the end of each round): one commit per group instead of
+# one per turn between two requests. Every flush marks the accepted turns of all sessions in
+# flight in that one commit, so sessions delivered side by side share their commits. A crash
+# re-sends at most this many turns of a session (the turns accepted but not yet marked, or the
+# one in flight): see docs/guarantees.md.
 MARK_DELIVERED_EVERY = 8
 NOTHING_LEFT = DeliveryResult(Outcome.DELIVERED, "nothing left to send")  # immutable: one for all
 
@@ -91,6 +93,7 @@ class SessionSender:
 
     async def deliver(self, session: SessionRecord) -> RoundResult:
         """Deliver what is deliverable for this session now."""
+        self._flush_delivered(session.session_id)  # left over from a mark that failed: not re-sent
         turns = self.delivery.deliverable(session.session_id)
         if not turns:
             return RoundResult()
@@ -310,23 +313,31 @@ class SessionSender:
         waiting = self._unmarked.setdefault(turn.session_id, [])
         waiting.append(turn)
         if len(waiting) >= MARK_DELIVERED_EVERY:
-            self._flush_delivered(turn.session_id)
+            self.flush_delivered()
 
     def _flush_delivered(self, session_id: str) -> None:
-        """Mark the session's accepted turns delivered, in one transaction."""
-        turns = self._unmarked.pop(session_id, None)
-        if not turns:
-            return
-        now = self._now()
-        self.delivery.mark_delivered(session_id, [t.seq for t in turns], now)
-        self.observer.turn_event("delivered", len(turns))
-        for turn in turns:
-            self.observer.delivered_after(max(0, now - turn.captured_ms) / 1000)
+        """Make sure the session's accepted turns are marked delivered (with everyone else's)."""
+        if session_id in self._unmarked:
+            self.flush_delivered()
 
     def flush_delivered(self) -> None:
-        """Mark every accepted turn of every session delivered (the shipper's aclose)."""
-        for session_id in list(self._unmarked):
-            self._flush_delivered(session_id)
+        """Mark every session's accepted turns delivered, in one transaction.
+
+        Forgotten only once the commit succeeded: after a failed one (disk full) they wait for
+        the next flush, and their session's next round flushes before it reads what to send,
+        so a turn the Manager accepted is not sent again.
+        """
+        if not self._unmarked:
+            return
+        flushing = self._unmarked
+        now = self._now()
+        self.delivery.mark_delivered_many({session_id: [t.seq for t in turns]
+                                           for session_id, turns in flushing.items()}, now)
+        self._unmarked = {}
+        for turns in flushing.values():
+            self.observer.turn_event("delivered", len(turns))
+            for turn in turns:
+                self.observer.delivered_after(max(0, now - turn.captured_ms) / 1000)
 
     def _dead_letter(self, session: SessionRecord, turns: list[Turn], outcome: DeliveryResult) -> None:
         self._record_failure(turns, TurnStatus.DEAD_LETTER, outcome.reason, 0)

@@ -6,7 +6,7 @@ hands its accumulator to its sender). The capture side never uses it, and it kno
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from voicelog.services.domain import SessionRecord, Turn, TurnStatus, wall_ms
@@ -96,8 +96,13 @@ class DeliveryState:
 
     def mark_delivered(self, session_id: str, seqs: Iterable[int], now_ms: int) -> None:
         """Record that the Manager accepted these turns."""
+        self.mark_delivered_many({session_id: seqs}, now_ms)
+
+    def mark_delivered_many(self, accepted: Mapping[str, Iterable[int]], now_ms: int) -> None:
+        """Record accepted turns of several sessions in one transaction (one commit, not one per session)."""
         with self._connection.write() as db:
-            db.executemany(q.TURN_MARK_DELIVERED, [(now_ms, now_ms, session_id, seq) for seq in seqs])
+            db.executemany(q.TURN_MARK_DELIVERED, [(now_ms, now_ms, session_id, seq)
+                                                   for session_id, seqs in accepted.items() for seq in seqs])
 
     def mark_attempt_failed(self, session_id: str, seqs: Iterable[int], *, status: TurnStatus,
                             error: str, next_attempt_ms: int, now_ms: int) -> None:

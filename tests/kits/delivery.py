@@ -37,12 +37,13 @@ def capture_numbered(settings: Settings, spool: Spool, mac: str, count: int, *, 
 
 
 @contextlib.asynccontextmanager
-async def running_shipper(settings: Settings, spool: Spool | None = None,
-                          **kwargs: Any) -> AsyncIterator[Shipper]:
+async def running_shipper(settings: Settings, spool: Spool | None = None, *,
+                          delivery: DeliveryState | None = None, **kwargs: Any) -> AsyncIterator[Shipper]:
     """A shipper running in the background over the settings' spool, stopped and drained after."""
     spool = spool or host_spool(settings)
     client = ManagerApiClient(settings.manager_api)
-    delivery = DeliveryState(spool, now=kwargs["now"]) if "now" in kwargs else DeliveryState(spool)
+    if delivery is None:
+        delivery = DeliveryState(spool, now=kwargs["now"]) if "now" in kwargs else DeliveryState(spool)
     shipper = Shipper(delivery, client, settings, backups=BackupWriter(settings.chat_history.backup_dir),
                       **kwargs)
     stop = asyncio.Event()

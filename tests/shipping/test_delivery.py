@@ -1,9 +1,16 @@
 """Captured turns reach the reference Manager's MariaDB table exactly as the console needs them."""
 
+import sqlite3
+
 import pytest
 
 from tests.kits.delivery import capture_numbered, contents, eventually, running_shipper
 from tests.kits.settings import delivery_settings
+from voicelog.services.backup import BackupWriter
+from voicelog.services.shipping import Shipper
+from voicelog.services.shipping._session_sender import MARK_DELIVERED_EVERY
+from voicelog.services.shipping.manager import ManagerApiClient
+from voicelog.services.spool import DeliveryState
 from voicelog.agent.simulation.run import generated_devices, simulate
 from voicelog.agent.wiring import host_spool
 from voicelog.services.domain import TurnStatus
@@ -153,3 +160,60 @@ async def test_turns_accepted_before_a_retry_wait_are_marked_delivered_while_it_
         assert statuses[3] is TurnStatus.PENDING
         shipper.stopping.set()  # cut the 30 s backoff short; the rest goes in the drain
     assert contents(await reference_manager.rows(session_id))[:3] == ["turn 1", "turn 2", "turn 3"]
+
+
+async def test_sessions_delivered_side_by_side_share_their_delivered_marks(tmp_path, reference_manager):
+    """Six sessions in flight: every turn arrives once, in order; the "delivered" marks of all of
+    them go in shared commits, and no commit ever carries more than a group of one session (the
+    most a kill at that moment could make the Manager see twice)."""
+    await reference_manager.bind_device(MAC)
+    settings = delivery_settings(tmp_path, reference_manager, shipper={"max_concurrent_sessions": 6})
+    spool = host_spool(settings)
+    sessions = [capture_numbered(settings, spool, MAC, 20, n=n) for n in range(6)]
+    commits: list[dict[str, list[int]]] = []
+
+    class CountingDelivery(DeliveryState):
+        def mark_delivered_many(self, accepted, now_ms):
+            commits.append({session: list(seqs) for session, seqs in accepted.items()})
+            super().mark_delivered_many(accepted, now_ms)
+
+    client = ManagerApiClient(settings.manager_api)
+    shipper = Shipper(CountingDelivery(spool), client, settings,
+                      backups=BackupWriter(settings.chat_history.backup_dir), max_attempts=5)
+    try:
+        await shipper.run_once(None)
+    finally:
+        await client.aclose()
+    for session_id in sessions:
+        assert contents(await reference_manager.rows(session_id)) == [f"turn {i}" for i in range(1, 21)]
+        assert spool.status_counts(session_id) == {"delivered": 20}
+        marked = [seq for commit in commits for seq in commit.get(session_id, [])]
+        assert sorted(marked) == list(range(1, 21)), "every turn marked exactly once"
+    assert max(len(seqs) for commit in commits for seqs in commit.values()) <= MARK_DELIVERED_EVERY
+    # One commit per group per session would take 6 x ceil(20 / 8) = 18.
+    assert len(commits) < 18, f"{len(commits)} commits: sessions in flight did not share them"
+    assert any(len(commit) > 1 for commit in commits)
+
+
+async def test_delivered_marks_refused_for_a_round_send_nothing_twice(tmp_path, reference_manager):
+    """The spool refuses the "delivered" commits of a whole round (disk full): the round fails
+    and is tried again, the accepted turns are marked before anything is sent, and the Manager
+    holds every turn exactly once."""
+    await reference_manager.bind_device(MAC)
+    settings = delivery_settings(tmp_path, reference_manager,
+                                 shipper={"retry_initial": 0.05, "retry_max": 0.1})
+    spool = host_spool(settings)
+    session_id = capture_numbered(settings, spool, MAC, 12)
+    refusals = []
+
+    class FullOnce(DeliveryState):
+        def mark_delivered_many(self, accepted, now_ms):
+            if len(refusals) < 2:  # the group's commit, then the one at the round's end
+                refusals.append(dict(accepted))
+                raise sqlite3.OperationalError("database or disk is full")
+            super().mark_delivered_many(accepted, now_ms)
+
+    async with running_shipper(settings, spool, delivery=FullOnce(spool)):
+        await eventually(lambda: spool.status_counts(session_id).get("delivered") == 12, what="delivery")
+    assert refusals and refusals[0][session_id], "the first mark was refused"
+    assert contents(await reference_manager.rows(session_id)) == [f"turn {i}" for i in range(1, 13)]

@@ -98,6 +98,8 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
             break
         chunks.append(chunk)
         size += len(chunk)
+        if response.content.at_eof():  # the usual short envelope came whole: no second read
+            break
     if size >= limit:
         response.close()  # the rest is never read, so this connection cannot be reused
     return b"".join(chunks)
