@@ -193,9 +193,9 @@ def _cpu_bound_lines(report: dict[str, Any], session: dict[str, Any]) -> list[st
     """What the shared cores allow: the CPU-bound ratio and the client budget for 0.90."""
     if "cpu_bound" not in report:
         return []
-    lines = ["- what the cores allow (client + Manager + MariaDB CPU per turn, the ceiling's over "
-             "voicelog's, paired per round; and the client CPU per turn at which voicelog would reach "
-             "0.90 of the ceiling, given the server CPU it causes):"]
+    lines = [("- what the cores allow (client + Manager + MariaDB CPU per turn, the ceiling's over "
+              "voicelog's, paired per round; and the client CPU per turn at which voicelog would reach "
+              "0.90 of the ceiling, given the server CPU it causes):")]
     for name, part in (("report", report), ("session", session)):
         bound = part["cpu_bound"]
         lines.append(f"  - {name} mode: reachable **{bound['reachable']}** (rounds {bound['reachable_rounds']}); "

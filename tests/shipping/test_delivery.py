@@ -6,14 +6,14 @@ import pytest
 
 from tests.kits.delivery import capture_numbered, contents, eventually, running_shipper
 from tests.kits.settings import delivery_settings
+from voicelog.agent.simulation.run import generated_devices, simulate
+from voicelog.agent.wiring import host_spool
 from voicelog.services.backup import BackupWriter
+from voicelog.services.domain import TurnStatus
 from voicelog.services.shipping import Shipper
 from voicelog.services.shipping._session_sender import MARK_DELIVERED_EVERY
 from voicelog.services.shipping.manager import ManagerApiClient
 from voicelog.services.spool import DeliveryState
-from voicelog.agent.simulation.run import generated_devices, simulate
-from voicelog.agent.wiring import host_spool
-from voicelog.services.domain import TurnStatus
 
 MAC = "68:25:dd:ba:39:78"
 
