@@ -225,13 +225,17 @@ class SessionSender:
             if not self.gate.is_open and self.max_attempts is not None:
                 # A bounded run (ship --once, replay) reports the pause instead of waiting it out.
                 return DeliveryResult(Outcome.RETRYABLE, f"delivery paused: {self.gate.describe()}")
-            await self._wait_gate(turns[0].session_id)
-            if not self.gate.is_open:  # stopping while the secret is refused: do not ask again
-                return DeliveryResult(Outcome.RETRYABLE, "stopping while the secret is refused")
-            attempt = self._counted(send)
-            result = await attempt()
+            if not self.gate.is_open:  # checked here first: no coroutine per request while open
+                await self._wait_gate(turns[0].session_id)
+                if not self.gate.is_open:  # stopping while the secret is refused: do not ask again
+                    return DeliveryResult(Outcome.RETRYABLE, "stopping while the secret is refused")
+            # The first attempt is timed and counted inline: no wrapper coroutine on the path of
+            # every request; retries (rare) go through ``_counted``.
+            started = time.perf_counter()
+            result = await send()
+            self._observe(started, result)
             if result.outcome is Outcome.RETRYABLE:
-                result = await self._retry(attempt, result, turns)
+                result = await self._retry(self._counted(send), result, turns)
             if result.outcome not in (Outcome.UNAUTHORIZED, Outcome.MISCONFIGURED):
                 return result
             # Not a verdict on this turn: it stays pending in its place, and all delivery waits.
@@ -263,11 +267,14 @@ class SessionSender:
         async def attempt() -> DeliveryResult:
             started = time.perf_counter()
             result = await send()
-            self.observer.request_took(time.perf_counter() - started)
-            self.observer.attempted(result.outcome.value)
+            self._observe(started, result)
             return result
 
         return attempt
+
+    def _observe(self, started: float, result: DeliveryResult) -> None:
+        self.observer.request_took(time.perf_counter() - started)
+        self.observer.attempted(result.outcome.value)
 
     async def _wait_gate(self, session_id: str) -> None:
         if self.gate.is_open:

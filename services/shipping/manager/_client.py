@@ -62,15 +62,20 @@ class ManagerApiClient:
 
     async def report(self, report: Report) -> DeliveryResult:
         """POST one message to the report endpoint; network trouble comes back RETRYABLE."""
-        return await self._deliver("report", REPORT_PATH, report_body(report),
-                                   report.idempotency_key, mac=report.mac,
-                                   session_id=report.session_id)
+        # _exchange awaited here directly, not through a shared helper: one coroutine less on
+        # the path every request's resumptions walk (once per delivered row).
+        result, elapsed_ms = await self._exchange("report", REPORT_PATH, report_body(report),
+                                                  report.idempotency_key)
+        self._log_result("report", result, elapsed_ms, mac=report.mac, session_id=report.session_id)
+        return result
 
     async def upload_session(self, upload: SessionUpload) -> DeliveryResult:
         """POST a whole session to the session endpoint; network trouble comes back RETRYABLE."""
-        return await self._deliver("session", SESSION_PATH, session_body(upload),
-                                   upload.idempotency_key, mac=upload.mac,
-                                   session_id=upload.session_id, messages=len(upload.messages))
+        result, elapsed_ms = await self._exchange("session", SESSION_PATH, session_body(upload),
+                                                  upload.idempotency_key)
+        self._log_result("session", result, elapsed_ms, mac=upload.mac, session_id=upload.session_id,
+                         messages=len(upload.messages))
+        return result
 
     async def agent_id(self, mac: str) -> str | None:
         """The agent the device is bound to, from cache or the Manager; None if unknown or failing."""
@@ -100,13 +105,6 @@ class ManagerApiClient:
     async def aclose(self) -> None:
         """Close the transport and its connections."""
         await self._transport.aclose()
-
-    async def _deliver(self, endpoint: str, path: str, body: dict, key: str,
-                       **context: object) -> DeliveryResult:
-        """Send one delivery request and log what came of it (never its content)."""
-        result, elapsed_ms = await self._exchange(endpoint, path, body, key)
-        self._log_result(endpoint, result, elapsed_ms, **context)
-        return result
 
     async def _exchange(self, endpoint: str, path: str, body: dict,
                         key: str | None) -> tuple[DeliveryResult, float]:
