@@ -154,8 +154,7 @@ def render(document: dict[str, Any]) -> str:
     """JSON with one turn per line: readable with less, and fast (indent= uses the slow encoder)."""
     encode = _ENCODER.encode  # one encoder for every line: json.dumps(ensure_ascii=False) builds one per call
     head = encode({k: v for k, v in document.items() if k != "turns"})
-    turns = ",\n  ".join(encode(turn) for turn in document["turns"])
-    return f'{head[:-1]}, "turns": [\n  {turns}\n]}}\n' if turns else f'{head[:-1]}, "turns": []}}\n'
+    return _assembled(head, ",\n  ".join(encode(turn) for turn in document["turns"]))
 
 
 _string = json.encoder.encode_basestring  # the C escaper JSONEncoder(ensure_ascii=False) uses
@@ -171,8 +170,12 @@ def render_session(session: SessionRecord, turns: list[Turn], written_ms: int) -
     (tests/backup/test_backup_render.py holds the two to the same text.)
     """
     head = _ENCODER.encode({k: v for k, v in session_document(session, [], written_ms).items() if k != "turns"})
-    lines = ",\n  ".join(map(_turn_line, turns))
-    return f'{head[:-1]}, "turns": [\n  {lines}\n]}}\n' if lines else f'{head[:-1]}, "turns": []}}\n'
+    return _assembled(head, ",\n  ".join(map(_turn_line, turns)))
+
+
+def _assembled(head: str, turns: str) -> str:
+    """The document's head object with its turns (already encoded, joined) as the last field."""
+    return f'{head[:-1]}, "turns": [\n  {turns}\n]}}\n' if turns else f'{head[:-1]}, "turns": []}}\n'
 
 
 def _turn_line(turn: Turn) -> str:

@@ -277,8 +277,7 @@ class SessionSender:
         self.observer.attempted(result.outcome.value)
 
     async def _wait_gate(self, session_id: str) -> None:
-        if self.gate.is_open:
-            return
+        """Wait (the gate is closed) until it opens or we stop, with no accepted turn unmarked."""
         self._flush_delivered(session_id)  # never wait with accepted turns unmarked
         await first_of(self.gate.wait_open(), self.stopping)
 

@@ -65,17 +65,12 @@ class DeliveryState:
 
     def deliverable(self, session_id: str) -> list[Turn]:
         """Waiting turns in order, up to (not past) the first turn still being captured."""
-        rows = self._connection.db.execute(q.DELIVERABLE, {
-            "session": session_id, "pending": TurnStatus.PENDING.value,
-            "parked": TurnStatus.PARKED.value}).fetchall()
+        rows = self._connection.db.execute(q.DELIVERABLE, _deliverable_of(session_id)).fetchall()
         return [turn_record(row) for row in rows]
 
     def has_deliverable(self, session_id: str) -> bool:
         """Whether ``deliverable`` would return anything (one EXISTS, no rows decoded)."""
-        row = self._connection.db.execute(q.HAS_DELIVERABLE, {
-            "session": session_id, "pending": TurnStatus.PENDING.value,
-            "parked": TurnStatus.PARKED.value}).fetchone()
-        return bool(row[0])
+        return bool(self._connection.db.execute(q.HAS_DELIVERABLE, _deliverable_of(session_id)).fetchone()[0])
 
     def parts_sent(self, session_id: str, seq: int) -> int:
         """How many parts of a split turn the Manager already accepted."""
@@ -124,3 +119,8 @@ class DeliveryState:
         with self._connection.write() as db:
             return sum(db.execute(q.TURN_REQUEUE_FAILED, (now_ms, session_id, seq)).rowcount
                        for seq in seqs)
+
+
+def _deliverable_of(session_id: str) -> dict[str, str]:
+    """The parameters of DELIVERABLE and HAS_DELIVERABLE (one set of turns, two questions)."""
+    return {"session": session_id, "pending": TurnStatus.PENDING.value, "parked": TurnStatus.PARKED.value}

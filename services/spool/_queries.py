@@ -145,14 +145,12 @@ BACKLOG = (
     " MIN(CASE WHEN t.updated_ms > :future THEN 0 ELSE t.next_attempt_ms END),"
     " SUM(t.status=:parked) FROM turns t JOIN sessions s ON s.session_id=t.session_id"
     " WHERE t.status IN (:pending, :parked) GROUP BY t.session_id")
-DELIVERABLE = (
-    f"SELECT {TURN_FIELDS} FROM turns WHERE session_id=:session AND status IN (:pending, :parked)"
+_DELIVERABLE_TURNS = (
+    "turns WHERE session_id=:session AND status IN (:pending, :parked)"
     " AND seq < COALESCE((SELECT MIN(seq) FROM turns WHERE session_id=:session AND status='open'),"
-    " 9223372036854775807) ORDER BY seq")
-HAS_DELIVERABLE = (
-    "SELECT EXISTS (SELECT 1 FROM turns WHERE session_id=:session AND status IN (:pending, :parked)"
-    " AND seq < COALESCE((SELECT MIN(seq) FROM turns WHERE session_id=:session AND status='open'),"
-    " 9223372036854775807))")
+    " 9223372036854775807)")
+DELIVERABLE = f"SELECT {TURN_FIELDS} FROM {_DELIVERABLE_TURNS} ORDER BY seq"
+HAS_DELIVERABLE = f"SELECT EXISTS (SELECT 1 FROM {_DELIVERABLE_TURNS})"
 TURN_PARTS_SENT = "SELECT parts_sent FROM turns WHERE session_id=? AND seq=?"
 TURN_SET_WIRE_TIME = "UPDATE turns SET wire_time=?, wire_limit=? WHERE session_id=? AND seq=?"
 TURN_SET_PARTS_SENT = "UPDATE turns SET parts_sent=? WHERE session_id=? AND seq=?"

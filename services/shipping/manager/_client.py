@@ -42,8 +42,6 @@ AGENT_ID_CACHE_SIZE = 4096
 SECRET_CHECK_MAC = "00:00:00:00:00:00"
 SECRET_CHECK_SESSION = "voicelog-secret-check"
 _HEADER_SAFE = "!#$&'()*+,-./:;=?@[]^_`{|}~"
-# Reasons classify() writes itself, with nothing from the answer in them: never a secret to mask.
-_CLEAN_REASONS = frozenset({"accepted"})
 
 LOGGER = "voicelog.manager_api"
 log = structlog.get_logger(LOGGER)
@@ -119,10 +117,8 @@ class ManagerApiClient:
         else:
             result = classify(raw.status, raw.headers, raw.body, endpoint=endpoint)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-        if result.reason in _CLEAN_REASONS:  # "accepted", once per request: no regex pass needed
-            return result, elapsed_ms
         reason = self._redact(result.reason)
-        # A copy only when something was masked (rare).
+        # A copy only when something was masked (rare): this runs once per request.
         return (result if reason == result.reason else replace(result, reason=reason)), elapsed_ms
 
     async def _lookup_agent_id(self, mac: str) -> tuple[str | None, bool]:
