@@ -34,6 +34,7 @@ from typing import Any
 import redis
 
 from bench.common import bench_settings, mac_for, production_logging, ratio, summary, text_for
+from bench.manager_process import cpu_seconds
 from tests.kits.redis import drop_prefix, ensure_redis_running, unique_prefix
 from voicelog.agent.wiring import host_spool
 from voicelog.services.capture import ChatHistoryService
@@ -204,10 +205,10 @@ async def _alternating_rounds(settings: Settings, spool: Spool, writer_pid: int,
     for round_no in range(sizes.memory_rounds * 2):
         mode = "on" if round_no % 2 else "off"
         os.kill(writer_pid, signal.SIGCONT if mode == "on" else signal.SIGSTOP)
-        cpu, started = _cpu_seconds(writer_pid), time.perf_counter()
+        cpu, started = cpu_seconds(writer_pid), time.perf_counter()
         stalls = await _capture_round(settings, spool, sizes.memory_capture_turns, 20, round_no, None, [])
         if mode == "on":
-            writer_cpu_s += _cpu_seconds(writer_pid) - cpu
+            writer_cpu_s += cpu_seconds(writer_pid) - cpu
             on_s += time.perf_counter() - started
         samples[mode] += stalls
         round_p99[mode].append(summary(stalls)["p99"])
@@ -220,12 +221,6 @@ async def _alternating_rounds(settings: Settings, spool: Spool, writer_pid: int,
             "median_round_p99_on_vs_off": ratio(statistics.median(round_p99["on"]),
                                                 statistics.median(round_p99["off"])),
             "writer_cpu_share": round(writer_cpu_s / on_s, 4) if on_s else None}
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(sizes: Any, work: Path) -> dict[str, Any]:
