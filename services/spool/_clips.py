@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from voicelog.services.sealing import ContentKeyError
+from voicelog.services.sealing import ContentKeyError, is_sealed_bytes
 from voicelog.services.spool import _queries as q
 from voicelog.services.spool._spool import Spool
 
@@ -126,7 +126,7 @@ class ClipStore:
         if not clip.intact:
             raise ClipUnreadable("the clip's bytes do not match their digest (damaged)")
         if self.spool.cipher is None:
-            if clip.data.startswith(b"enc:"):
+            if is_sealed_bytes(clip.data):
                 raise ClipUnreadable("the clip is encrypted and no key is configured")
             return clip.data
         try:
